@@ -1,0 +1,47 @@
+# Every target sets itself up: a fresh machine needs only Python 3.11+, git, make and a C compiler.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-unit test-integration chaos lint typecheck bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install the package with its dev extras
+
+demo: $(STAMP) ## run the whole pipeline end to end on a local broker and the MoEngage sandbox
+	$(BIN)/python -m connector.demo
+
+test: $(STAMP) ## run the whole suite: unit tests, then integration tests on a real broker and the sandbox
+	$(BIN)/python -m pytest tests -m "not slow"
+
+test-unit: $(STAMP) ## unit tests only (no processes)
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: $(STAMP) ## integration tests only
+	$(BIN)/python -m pytest tests/integration -m "not slow"
+
+chaos: $(STAMP) ## the long fault-injection variants
+	$(BIN)/python -m pytest tests/integration -m slow
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check connector tests
+	$(BIN)/ruff format --check connector tests
+
+typecheck: $(STAMP) ## mypy --strict on connector/
+	$(BIN)/mypy
+
+bench: $(STAMP) ## throughput, CPU, memory and latency figures
+	$(BIN)/python -m bench
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info .demo

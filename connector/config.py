@@ -1,0 +1,473 @@
+"""Settings: loaded from YAML once, ``${VAR}``-interpolated, validated, then frozen.
+
+Every validation problem is reported with the key path that causes it (``topics[1].transform``), so
+``moengage-connector validate`` can print them all at once. Secrets (the API key, librdkafka and
+Schema Registry passwords) never appear in a ``repr`` or in an error message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
+
+from connector.errors import ConfigError
+
+# librdkafka / Schema Registry properties whose values are secrets: masked wherever settings print.
+SECRET_KEYS = frozenset(
+    {
+        "sasl.password",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.config",
+        "ssl.key.password",
+        "ssl.key.pem",
+        "ssl.keystore.password",
+        "ssl.truststore.password",
+        "basic.auth.user.info",
+        "bearer.auth.credentials.source",
+        "bearer.auth.token",
+    }
+)
+MASK = "***"
+
+# Legacy hosts from seed 001, keyed by the host prefix users see in their dashboards.
+LEGACY_HOSTS = {
+    "api": "https://api.moengage.com",
+    "api-eu": "https://api-eu.moengage.com",
+    "api-serv3": "https://api-serv3.moengage.com",
+}
+_DC_RE = re.compile(r"^[0-9]{2}$")
+
+# Properties the connector owns: letting a user flip them would break at-least-once delivery.
+_FORCED_KAFKA = {"enable.auto.commit": False, "enable.auto.offset.store": False}
+_DEFAULT_KAFKA: dict[str, Any] = {
+    "auto.offset.reset": "earliest",
+    "partition.assignment.strategy": "cooperative-sticky",
+    "session.timeout.ms": 45000,
+    "max.poll.interval.ms": 300000,
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+# ----- value references used by the declarative mapping ------------------------------------------
+
+
+class ValueSpec(_Frozen):
+    """Where one output value comes from: a field path in the record, or a constant."""
+
+    field: str | None = None
+    const: Any = None
+    default: Any = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ValueSpec:
+        if (self.field is None) == (self.const is None):
+            raise ValueError("give exactly one of 'field' (a dotted path) or 'const'")
+        return self
+
+
+def _value_spec(v: Any) -> Any:
+    # A bare string is the common case: a dotted field path.
+    if isinstance(v, str):
+        return {"field": v}
+    return v
+
+
+Value = Annotated[ValueSpec, BeforeValidator(_value_spec)]
+
+
+class AttributesSpec(_Frozen):
+    """Which record fields become the element's attributes, and how they are renamed."""
+
+    source: str | None = Field(
+        default=None,
+        alias="from",
+        description="dotted path of a map in the record; default: the record's top-level fields",
+    )
+    include: list[str] | None = None
+    drop: list[str] = []
+    rename: dict[str, str] = {}
+    constants: dict[str, Any] = {}
+    skip_nulls: bool = True
+
+
+class ElementSpec(_Frozen):
+    """One MoEngage element produced from every record of a topic (declarative mapping)."""
+
+    type: Literal["customer", "device", "event"]
+    customer_id: Value | None = None
+    user_identifiers: dict[str, Value] = {}
+    update_existing_only: bool | None = None
+    attributes: AttributesSpec = AttributesSpec()
+    device_id: Value | None = None
+    # event actions
+    action: Value | None = None
+    current_time: Value | None = None
+    user_time: Value | None = None
+    platform: Value | None = None
+    app_version: Value | None = None
+    user_timezone_offset: Value | None = None
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> ElementSpec:
+        if self.customer_id is None and not self.user_identifiers:
+            raise ValueError("give 'customer_id' or 'user_identifiers' (identity resolution)")
+        event_only = ("action", "current_time", "user_time", "app_version", "user_timezone_offset")
+        if self.type == "event":
+            if self.action is None:
+                raise ValueError("an event mapping needs 'action' (the event name)")
+        else:
+            misplaced = [k for k in event_only if getattr(self, k) is not None]
+            if misplaced:
+                raise ValueError(f"{', '.join(misplaced)} only apply to type 'event'")
+        if self.type != "customer" and self.update_existing_only is not None:
+            raise ValueError("'update_existing_only' only applies to type 'customer'")
+        return self
+
+
+class TransformSpec(_Frozen):
+    """How records of a topic become elements: a declarative mapping or Python code."""
+
+    mapping: list[ElementSpec] | None = None
+    function: str | None = Field(default=None, description="'package.module:function'")
+    entry_point: str | None = Field(
+        default=None, description="a name in the 'moengage_connector.transforms' group"
+    )
+    options: dict[str, Any] | None = None
+
+    @field_validator("mapping", mode="before")
+    @classmethod
+    def _single_mapping(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TransformSpec:
+        given = [k for k in ("mapping", "function", "entry_point") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'mapping', 'function' or 'entry_point'")
+        if self.function is not None and ":" not in self.function:
+            raise ValueError("'function' must look like 'package.module:function'")
+        if self.mapping is not None and self.options is not None:
+            raise ValueError("'options' only apply to 'function' or 'entry_point'")
+        return self
+
+
+class TopicSpec(_Frozen):
+    name: str = Field(min_length=1)
+    format: Literal["confluent", "avro", "json"] = "confluent"
+    schema_file: Path | None = Field(default=None, alias="schema")
+    transform: TransformSpec
+    on_error: Literal["fail"] = "fail"
+
+    @model_validator(mode="after")
+    def _schema_for_raw_avro(self) -> TopicSpec:
+        if self.format == "avro" and self.schema_file is None:
+            raise ValueError("format 'avro' (raw Avro) needs 'schema': the path of an .avsc file")
+        return self
+
+
+# ----- sections ---------------------------------------------------------------------------------
+
+
+class MoEngageSettings(_Frozen):
+    data_center: str | None = Field(
+        default=None, description="'01', '02', '03', ... or a legacy host: 'api', 'api-eu', ..."
+    )
+    base_url: str | None = Field(default=None, description="explicit endpoint, e.g. the sandbox")
+    workspace_id: str | None = None
+    api_key_file: Path | None = None
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_request_bytes: int = Field(default=100_000, ge=1024, le=128 * 1024)
+    linger_ms: int = Field(default=500, ge=0)
+    max_in_flight: int = Field(default=4, ge=1, le=64)
+    retry_initial_ms: int = Field(default=200, ge=1)
+    retry_max_ms: int = Field(default=30_000, ge=1)
+    users_per_minute: int | None = Field(default=1000, ge=1)
+    events_per_minute: int | None = Field(default=10_000, ge=1)
+
+    @field_validator("data_center")
+    @classmethod
+    def _known_dc(cls, v: str | None) -> str | None:
+        if v is None or _DC_RE.match(v) or v in LEGACY_HOSTS:
+            return v
+        legacy = ", ".join(repr(k) for k in LEGACY_HOSTS)
+        raise ValueError(f"expected a two-digit data centre like '01', or one of {legacy}")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("expected an http(s) URL such as 'http://127.0.0.1:8080'")
+        return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> MoEngageSettings:
+        if (self.data_center is None) == (self.base_url is None):
+            raise ValueError("give exactly one of 'data_center' or 'base_url'")
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        if self.base_url is not None:
+            return self.base_url
+        assert self.data_center is not None
+        return LEGACY_HOSTS.get(self.data_center) or f"https://api-{self.data_center}.moengage.com"
+
+
+class SchemaRegistrySettings(_Frozen):
+    url: str
+    properties: dict[str, Any] = Field(
+        default={}, description="passed to confluent-kafka's SchemaRegistryClient"
+    )
+
+    def client_config(self) -> dict[str, Any]:
+        return {"url": self.url, **self.properties}
+
+    def __repr_args__(self) -> Any:
+        yield "url", self.url
+        yield "properties", _masked(self.properties)
+
+
+class PipelineSettings(_Frozen):
+    commit_interval_ms: int = Field(default=1000, ge=10)
+    consume_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    poll_timeout_ms: int = Field(default=100, ge=1)
+    max_buffered_records: int = Field(default=20_000, ge=1)
+    max_buffered_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+
+
+class ValidationSettings(_Frozen):
+    customer_id_min_length: int = Field(
+        default=2, ge=1, description="seed 001: 'any string of more than one characters'"
+    )
+    extra_disallowed_customer_ids: list[str] = []
+    allowed_reserved_attributes: list[str] = Field(
+        default=[], description="reserved attribute names to let through anyway"
+    )
+
+
+class LoggingSettings(_Frozen):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    log_record_contents: bool = False
+
+
+class Settings(_Frozen):
+    moengage: MoEngageSettings
+    kafka: dict[str, Any]
+    schema_registry: SchemaRegistrySettings | None = None
+    topics: list[TopicSpec] = Field(min_length=1)
+    pipeline: PipelineSettings = PipelineSettings()
+    validation: ValidationSettings = ValidationSettings()
+    logging: LoggingSettings = LoggingSettings()
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("kafka")
+    @classmethod
+    def _kafka_props(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in ("bootstrap.servers", "group.id"):
+            if not v.get(key):
+                raise ValueError(f"'{key}' is required")
+        for key, forced in _FORCED_KAFKA.items():
+            if key in v and v[key] != forced:
+                raise ValueError(
+                    f"'{key}' is managed by the connector (offsets are committed only after "
+                    "delivery); remove it"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _topics_consistent(self) -> Settings:
+        names = [t.name for t in self.topics]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"topic listed more than once: {', '.join(dupes)}")
+        if self.schema_registry is None and any(t.format == "confluent" for t in self.topics):
+            raise ValueError(
+                "topics with format 'confluent' need 'schema_registry.url' "
+                "(or use format 'avro' with a local 'schema')"
+            )
+        return self
+
+    def librdkafka_config(self) -> dict[str, Any]:
+        """Consumer properties: the user's pass-through plus the ones delivery depends on."""
+        return {**_DEFAULT_KAFKA, **self.kafka, **_FORCED_KAFKA}
+
+    def schema_path(self, topic: TopicSpec) -> Path | None:
+        if topic.schema_file is None:
+            return None
+        p = topic.schema_file
+        return p if p.is_absolute() else self.base_dir / p
+
+    def topic(self, name: str) -> TopicSpec:
+        for t in self.topics:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (_masked(value) if name == "kafka" else value)
+
+
+def _masked(props: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (MASK if k in SECRET_KEYS else v) for k, v in props.items()}
+
+
+# ----- loading ----------------------------------------------------------------------------------
+
+_VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
+    if isinstance(value, str):
+        missing: list[str] = []
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name, default = m.group(1), m.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            missing.append(name)
+            return ""
+
+        out = _VAR_RE.sub(sub, value)
+        if missing:
+            raise ConfigError([(path, f"environment variable {missing[0]} is not set")])
+        return out
+    if isinstance(value, dict):
+        return {k: interpolate(v, environ, _join(path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, environ, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-", "list[", "dict[")) or part in {"ValueSpec"}:
+            continue  # pydantic's internal validator names say nothing to a user
+        else:
+            out = _join(out, part)
+    return out
+
+
+def parse_settings(raw: Any, *, base_dir: Path, environ: Mapping[str, str]) -> Settings:
+    """Validate an already-parsed YAML document; raise ConfigError listing every problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError([("", "the configuration must be a YAML mapping")])
+    data = interpolate(raw, environ)
+    try:
+        return Settings.model_validate({**data, "base_dir": base_dir})
+    except PydanticValidationError as e:
+        problems = []
+        for err in e.errors(include_url=False, include_input=False):
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling against the configuration reference)"
+            problems.append((_loc_to_path(err["loc"]), msg))
+        raise ConfigError(problems) from None
+
+
+def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, interpolate and validate a YAML configuration file."""
+    env = os.environ if environ is None else environ
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([("", f"cannot read {p}: {e.strerror}")]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([("", f"{p} is not valid YAML{where}")]) from None
+    return parse_settings(raw, base_dir=p.parent.resolve(), environ=env)
+
+
+# ----- credentials ------------------------------------------------------------------------------
+
+
+class Credentials(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    workspace_id: str
+    api_key: SecretStr
+
+
+def _from_env_or_file(
+    name: str, environ: Mapping[str, str], file_override: Path | None
+) -> tuple[str | None, str | None]:
+    """Return (value, problem). A file wins over the plain variable; content is stripped."""
+    file_name = str(file_override) if file_override else environ.get(f"{name}_FILE")
+    if file_name:
+        try:
+            return Path(file_name).read_text(encoding="utf-8").strip(), None
+        except OSError as e:
+            return None, f"cannot read the file named for {name}: {e.strerror}"
+    return environ.get(name) or None, None
+
+
+def resolve_credentials(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> Credentials:
+    """Workspace id and API key from the environment or files, never from the YAML itself."""
+    env = os.environ if environ is None else environ
+    problems: list[tuple[str, str]] = []
+    workspace_id = settings.moengage.workspace_id
+    if not workspace_id:
+        workspace_id, problem = _from_env_or_file("MOENGAGE_WORKSPACE_ID", env, None)
+        if problem:
+            problems.append(("moengage.workspace_id", problem))
+        elif not workspace_id:
+            problems.append(
+                (
+                    "moengage.workspace_id",
+                    "not set: set MOENGAGE_WORKSPACE_ID or MOENGAGE_WORKSPACE_ID_FILE",
+                )
+            )
+    api_key, problem = _from_env_or_file("MOENGAGE_API_KEY", env, settings.moengage.api_key_file)
+    if problem:
+        problems.append(("moengage.api_key_file", problem))
+    elif not api_key:
+        problems.append(
+            (
+                "moengage.api_key",
+                "not set: set MOENGAGE_API_KEY or MOENGAGE_API_KEY_FILE "
+                "(or moengage.api_key_file)",
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
+    assert workspace_id is not None
+    assert api_key is not None
+    return Credentials(workspace_id=workspace_id, api_key=SecretStr(api_key))

@@ -1,0 +1,101 @@
+"""The connector's exceptions, rooted at one class so callers can catch everything we raise.
+
+    ConnectorError
+    ├── ConfigError                  configuration cannot be loaded or is invalid (key paths listed)
+    ├── BadRecordError               one record can never be delivered as it is (bad input)
+    │   ├── DecodeError              bytes are not what the topic's format says (stage "decode")
+    │   ├── TransformError           the transform raised or returned something unusable ("transform")
+    │   ├── ValidationError          an element breaks a documented MoEngage rule ("validate")
+    │   └── RejectedByApiError       MoEngage answered 400 for this record's element alone ("send")
+    ├── FatalApiError                401/403/409/415: retrying cannot help; an operator must act
+    └── SchemaRegistryError          a schema could not be fetched (retriable)
+
+A ``BadRecordError`` carries the record's coordinates (topic, partition, offset) and the rule that
+failed, and ``str()`` of it says all of that in one line. No exception here ever contains an API key,
+an Authorization header or record contents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ConnectorError(Exception):
+    """Root of every error the connector raises on purpose."""
+
+    retriable: bool = False
+
+
+class ConfigError(ConnectorError):
+    """The configuration is invalid. ``problems`` lists ``(key_path, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        lines = [f"{path or '<root>'}: {msg}" for path, msg in problems]
+        super().__init__("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRef:
+    """Where a record lives in Kafka: enough to find it again."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+class BadRecordError(ConnectorError):
+    """A record that can never be delivered as it is. Routed per the topic's error policy."""
+
+    stage = "unknown"
+
+    def __init__(self, message: str, *, rule: str, ref: RecordRef | None = None) -> None:
+        self.message = message
+        self.rule = rule
+        self.ref = ref
+        super().__init__(message)
+
+    def at(self, ref: RecordRef) -> BadRecordError:
+        """Attach the record's coordinates (errors are raised deep down, located higher up)."""
+        self.ref = ref
+        return self
+
+    def __str__(self) -> str:
+        where = f"record {self.ref}" if self.ref else "record"
+        return f"{where} failed at {self.stage} ({self.rule}): {self.message}"
+
+
+class DecodeError(BadRecordError):
+    stage = "decode"
+
+
+class TransformError(BadRecordError):
+    stage = "transform"
+
+
+class ValidationError(BadRecordError):
+    stage = "validate"
+
+
+class RejectedByApiError(BadRecordError):
+    stage = "send"
+
+
+class FatalApiError(ConnectorError):
+    """MoEngage refused the connector itself (credentials, account, media type): stop, commit no more."""
+
+    def __init__(self, status: int, error_type: str, message: str, hint: str) -> None:
+        self.status = status
+        self.error_type = error_type
+        self.api_message = message
+        self.hint = hint
+        super().__init__(f"MoEngage answered {status} {error_type}: {message}. {hint}")
+
+
+class SchemaRegistryError(ConnectorError):
+    """The Schema Registry could not be reached or answered with an error."""
+
+    retriable = True
