@@ -1,0 +1,85 @@
+"""structlog set-up: JSON lines off a terminal, readable console on one, secrets always redacted.
+
+Secrets (the API key, the Basic credentials in any encoding, librdkafka passwords) are registered
+once at start-up; a processor replaces them in every string of every event, whatever key holds it.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+REDACTED = "[redacted]"
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Never print this value (nor its base64 forms) in any log line."""
+    if not value or len(value) < 4:
+        return
+    _secrets.add(value)
+
+
+def register_basic_auth(user: str, password: str) -> None:
+    register_secret(password)
+    pair = f"{user}:{password}".encode()
+    register_secret(base64.b64encode(pair).decode())
+    register_secret(base64.b64encode(pair).decode().rstrip("="))
+
+
+def redact(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    if isinstance(value, BaseException):
+        return redact(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if not _secrets:
+        return event
+    for key, value in list(event.items()):
+        event[key] = _scrub(value)
+    return event
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
+    """Configure structlog once for the process."""
+    out = stream or sys.stderr
+    renderer: Any
+    use_console = fmt == "console" or (fmt == "auto" and hasattr(out, "isatty") and out.isatty())
+    processors: Iterable[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_processor,
+    ]
+    if use_console:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        renderer = structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,259 @@
+"""Delivery: lanes of batches, sent one request per lane at a time, retried until accepted.
+
+Every customer is routed to one lane by a hash of its id, and a lane sends its batches strictly in
+order, one request at a time, retrying in place. So two requests holding the same customer are never
+in flight together and a retry can never reorder a customer's updates and events, while different
+lanes go out concurrently (``max_in_flight`` lanes).
+
+Answers (see :mod:`connector.sink.client`): 200 acknowledges every element's record slot; 429 waits
+(``Retry-After`` when given) and resends; 5xx/timeouts/connection errors back off exponentially with
+full jitter, for as long as it takes; 413 splits the request; 400 bisects down to the elements
+MoEngage rejects and reports each one as bad input; the fatal classes raise :class:`FatalApiError`.
+Nothing is acknowledged except by a 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from connector.batching import Batch, Batcher, Cost
+from connector.errors import FatalApiError, RejectedByApiError
+from connector.offsets import Slot
+from connector.ratelimit import Budget
+from connector.sink.client import FATAL_HINTS, Answer, MoEngageClient, Verdict
+
+log = structlog.get_logger(__name__)
+
+RejectHandler = Callable[[Slot, RejectedByApiError], None]
+
+
+@dataclass(slots=True)
+class DeliveryStats:
+    """Counters for the demo summary, the logs and (later) metrics."""
+
+    requests: int = 0
+    requests_by_status: Counter[int] = field(default_factory=Counter)
+    bytes_sent: int = 0
+    bytes_accepted: int = 0
+    elements_accepted: int = 0
+    retries: int = 0
+    rejected_elements: int = 0
+    max_body_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    initial: float = 0.2
+    maximum: float = 30.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Capped exponential backoff with full jitter (AWS architecture blog's "Full Jitter")."""
+        return rng.uniform(0, min(self.maximum, self.initial * (2**attempt)))
+
+
+class Lane:
+    """One ordered stream of batches: a batcher, a queue of closed batches, one worker."""
+
+    def __init__(self, index: int, batcher: Batcher) -> None:
+        self.index = index
+        self.batcher = batcher
+        self.queue: deque[Batch] = deque()
+        self.wakeup = asyncio.Event()
+        self.opened_at: float | None = None  # when the open batch got its first element
+        self.busy = False
+
+
+class Delivery:
+    """Routes elements to lanes and runs the lanes' workers."""
+
+    def __init__(
+        self,
+        client: MoEngageClient,
+        budget: Budget,
+        *,
+        lanes: int,
+        max_request_bytes: int,
+        retry: RetryPolicy,
+        on_rejected: RejectHandler,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._client = client
+        self._sleep = sleep
+        self._budget = budget
+        self._budget_lock = asyncio.Lock()
+        self._retry = retry
+        self._on_rejected = on_rejected
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.lanes = [
+            Lane(i, Batcher(max_request_bytes, budget.max_users, budget.max_events))
+            for i in range(lanes)
+        ]
+        self.stats = DeliveryStats()
+        self.fatal: FatalApiError | None = None
+        self.degraded = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._workers: list[asyncio.Task[None]] = []
+
+    # ----- producer side (called from the run loop, synchronously) ------------------------------
+
+    def check_fits_alone(self, encoded: bytes) -> None:
+        self.lanes[0].batcher.check_fits_alone(encoded)
+
+    def add(self, encoded: bytes, slot: Slot, cost: Cost, customer: str, now: float) -> None:
+        lane = self.lanes[hash(customer) % len(self.lanes)]
+        if not lane.batcher.current.parts:
+            lane.opened_at = now
+        closed = lane.batcher.add(encoded, slot, cost, customer)
+        if closed is not None:
+            lane.opened_at = now
+            self._enqueue(lane, closed)
+
+    def flush_lingering(self, now: float, linger: float) -> None:
+        for lane in self.lanes:
+            if lane.opened_at is not None and now - lane.opened_at >= linger:
+                self._flush_lane(lane)
+
+    def flush_all(self) -> None:
+        for lane in self.lanes:
+            self._flush_lane(lane)
+
+    def _flush_lane(self, lane: Lane) -> None:
+        closed = lane.batcher.flush()
+        lane.opened_at = None
+        if closed is not None:
+            self._enqueue(lane, closed)
+
+    def _enqueue(self, lane: Lane, batch: Batch) -> None:
+        lane.queue.append(batch)
+        self._idle.clear()
+        lane.wakeup.set()
+
+    # ----- workers --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(self._work(lane)) for lane in self.lanes]
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+
+    def idle(self) -> bool:
+        return all(not lane.queue and not lane.busy for lane in self.lanes)
+
+    async def wait_idle(self) -> None:
+        """Until every queued batch has been answered (or the connector failed)."""
+        while not self.idle() and self.fatal is None:
+            self._idle.clear()
+            await self._idle.wait()
+
+    def in_flight(self) -> int:
+        return sum(1 for lane in self.lanes if lane.busy)
+
+    def queued_batches(self) -> int:
+        return sum(len(lane.queue) for lane in self.lanes)
+
+    async def _work(self, lane: Lane) -> None:
+        while True:
+            while not lane.queue:
+                lane.wakeup.clear()
+                await lane.wakeup.wait()
+            batch = lane.queue[0]
+            lane.busy = True
+            try:
+                await self._deliver(batch, batch.users, batch.events)
+            except FatalApiError as e:
+                self.fatal = e
+                self._idle.set()
+                return
+            finally:
+                lane.busy = False
+            lane.queue.popleft()
+            if self.idle():
+                self._idle.set()
+
+    async def _pay(self, users: int, events: int) -> None:
+        async with self._budget_lock:
+            loop = asyncio.get_running_loop()
+            while (wait := self._budget.wait_time(users, events, loop.time())) > 0:
+                await self._sleep(wait)
+            self._budget.take(users, events, loop.time())
+
+    async def _deliver(self, batch: Batch, users: int, events: int) -> None:
+        attempt = 0
+        body = batch.body()
+        while True:
+            await self._pay(users, events)
+            answer = await self._client.post(body)
+            self._count(answer, len(body))
+            verdict = answer.verdict
+            if verdict is Verdict.ACCEPTED:
+                self.degraded = False
+                self.stats.bytes_accepted += len(body)
+                self.stats.elements_accepted += len(batch)
+                for slot in batch.slots:
+                    slot.ack()
+                return
+            if verdict is Verdict.FATAL:
+                raise FatalApiError(
+                    answer.status,
+                    answer.error_type or "error",
+                    answer.message or "no message",
+                    FATAL_HINTS.get(answer.status, "Check the connector's MoEngage settings."),
+                )
+            if verdict in (Verdict.TOO_LARGE, Verdict.REJECTED):
+                await self._divide(batch, answer, users, events)
+                return
+            # THROTTLED or RETRY: the same request again, after a pause; never dropped.
+            self.stats.retries += 1
+            if verdict is Verdict.RETRY:
+                self.degraded = True
+            delay = self._retry.backoff(attempt, self._rng)
+            if verdict is Verdict.THROTTLED and answer.retry_after is not None:
+                delay = max(delay, answer.retry_after)
+            log.warning(
+                "request_retry",
+                batch_id=batch.id,
+                request_id=answer.request_id,
+                answer=answer.describe(),
+                attempt=attempt + 1,
+                delay_s=round(delay, 3),
+            )
+            attempt += 1
+            await self._sleep(delay)
+
+    async def _divide(self, batch: Batch, answer: Answer, users: int, events: int) -> None:
+        if len(batch) == 1:
+            self.stats.rejected_elements += 1
+            rule = "api.too_large" if answer.verdict is Verdict.TOO_LARGE else "api.rejected"
+            err = RejectedByApiError(f"MoEngage refused the element: {answer.describe()}", rule=rule)
+            self._on_rejected(batch.slots[0], err)
+            return
+        log.info(
+            "request_divided",
+            batch_id=batch.id,
+            request_id=answer.request_id,
+            answer=answer.describe(),
+            elements=len(batch),
+        )
+        first, second = batch.split()
+        share = len(first) / len(batch)
+        u1, e1 = round(users * share), round(events * share)
+        await self._deliver(first, u1, e1)
+        await self._deliver(second, users - u1, events - e1)
+
+    def _count(self, answer: Answer, size: int) -> None:
+        stats = self.stats
+        stats.requests += 1
+        stats.requests_by_status[answer.status] += 1
+        stats.bytes_sent += size
+        stats.max_body_bytes = max(stats.max_body_bytes, size)

@@ -1,0 +1,177 @@
+"""The delivery policy against a scripted client: only a 200 acknowledges anything."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from connector.batching import Cost
+from connector.errors import FatalApiError, RejectedByApiError
+from connector.offsets import OffsetLedger, Slot
+from connector.ratelimit import Budget
+from connector.sink.client import Answer, Verdict, classify
+from connector.sink.delivery import Delivery, RetryPolicy
+
+OK = Answer(200, Verdict.ACCEPTED)
+
+
+class ScriptedClient:
+    """Answers each POST with the next scripted answer, or with ``rule(body)`` once exhausted."""
+
+    def __init__(self, script: list[Answer], rule: Callable[[bytes], Answer] | None = None):
+        self.script = list(script)
+        self.rule = rule or (lambda _body: OK)
+        self.bodies: list[bytes] = []
+
+    async def post(self, body: bytes) -> Answer:
+        self.bodies.append(body)
+        return self.script.pop(0) if self.script else self.rule(body)
+
+
+class Harness:
+    def __init__(self, client: ScriptedClient, lanes: int = 1) -> None:
+        self.ledger = OffsetLedger()
+        self.ledger.assign([("t", 0)])
+        self.rejected: list[tuple[int, RejectedByApiError]] = []
+        self.sleeps: list[float] = []
+
+        async def fake_sleep(seconds: float) -> None:
+            self.sleeps.append(seconds)
+
+        self.delivery = Delivery(
+            client,  # type: ignore[arg-type]
+            Budget(None, None, now=0),
+            lanes=lanes,
+            max_request_bytes=100_000,
+            retry=RetryPolicy(0.1, 5.0),
+            on_rejected=lambda slot, err: self.rejected.append((slot.offset, err)),
+            sleep=fake_sleep,
+        )
+
+    def add(self, offset: int, customer: str, extra: str = "") -> Slot:
+        tracker = self.ledger.tracker(("t", 0))
+        assert tracker is not None
+        slot = tracker.track(offset, 1)
+        el = orjson.dumps({"type": "customer", "customer_id": customer, "attributes": {"x": extra}})
+        self.delivery.add(el, slot, Cost(users=1), customer, now=0)
+        slot.release()
+        return slot
+
+    async def deliver(self) -> None:
+        self.delivery.flush_all()
+        self.delivery.start()
+        try:
+            await asyncio.wait_for(self.delivery.wait_idle(), 5)
+        finally:
+            await self.delivery.stop()
+
+
+async def test_200_acknowledges_every_record_in_the_request() -> None:
+    h = Harness(ScriptedClient([]))
+    for i in range(3):
+        h.add(i, f"user{i}")
+    await h.deliver()
+    assert h.ledger.committable() == {("t", 0): 3}
+
+
+async def test_5xx_is_retried_and_nothing_is_acknowledged_until_the_200() -> None:
+    client = ScriptedClient([Answer(503, Verdict.RETRY), Answer(0, Verdict.RETRY, "Timeout")])
+    h = Harness(client)
+    h.add(0, "user0")
+    await h.deliver()
+    assert len(client.bodies) == 3
+    assert client.bodies[0] == client.bodies[2]  # the same request, resent
+    assert h.delivery.stats.retries == 2
+    assert h.ledger.committable() == {("t", 0): 1}
+
+
+async def test_backoff_grows_and_stays_under_the_cap() -> None:
+    client = ScriptedClient([Answer(500, Verdict.RETRY)] * 12)
+    h = Harness(client)
+    h.add(0, "user0")
+    await h.deliver()
+    assert len(h.sleeps) == 12
+    assert all(0 <= s <= 5.0 for s in h.sleeps)
+    assert max(h.sleeps[6:]) > max(h.sleeps[:2])  # jittered, but the ceiling grows
+
+
+async def test_429_waits_at_least_retry_after() -> None:
+    client = ScriptedClient([Answer(429, Verdict.THROTTLED, retry_after=7.0)])
+    h = Harness(client)
+    h.add(0, "user0")
+    await h.deliver()
+    assert h.sleeps and h.sleeps[0] >= 7.0
+    assert h.ledger.committable() == {("t", 0): 1}
+
+
+async def test_413_splits_the_request_and_delivers_both_halves() -> None:
+    client = ScriptedClient([Answer(413, Verdict.TOO_LARGE)])
+    h = Harness(client)
+    for i in range(4):
+        h.add(i, f"user{i}")
+    await h.deliver()
+    counts = [len(orjson.loads(b)["elements"]) for b in client.bodies]
+    assert counts == [4, 2, 2]
+    assert h.ledger.committable() == {("t", 0): 4}
+
+
+async def test_400_bisects_to_the_rejected_element_and_delivers_the_rest() -> None:
+    def rule(body: bytes) -> Answer:
+        if b'"poison"' in body:
+            return Answer(400, Verdict.REJECTED, "MissingAttributeError", "bad")
+        return OK
+
+    client = ScriptedClient([], rule)
+    h = Harness(client)
+    for i in range(8):
+        h.add(i, f"user{i}", extra="poison" if i == 5 else "")
+    await h.deliver()
+    assert [off for off, _ in h.rejected] == [5]
+    assert h.rejected[0][1].rule == "api.rejected"
+    # Records before the rejected one are committable; the rejected one blocks the rest.
+    assert h.ledger.committable() == {("t", 0): 5}
+    delivered = [e["customer_id"] for b in client.bodies if b'"poison"' not in b
+                 for e in orjson.loads(b)["elements"]]
+    assert sorted(delivered) == [f"user{i}" for i in range(8) if i != 5]
+
+
+@pytest.mark.parametrize("status", [401, 403, 409, 415])
+async def test_fatal_answers_stop_delivery_and_acknowledge_nothing(status: int) -> None:
+    client = ScriptedClient([classify(status, {"error": {"type": "x", "message": "m"}}, None)])
+    h = Harness(client)
+    h.add(0, "user0")
+    await h.deliver()
+    assert isinstance(h.delivery.fatal, FatalApiError)
+    assert h.delivery.fatal.status == status
+    assert len(client.bodies) == 1
+    assert h.ledger.committable() == {("t", 0): 0}
+
+
+async def test_account_level_400_is_fatal_not_bisected() -> None:
+    answer = classify(400, {"error": {"type": "Blacklisted", "message": "blacklisted"}}, None)
+    client = ScriptedClient([answer])
+    h = Harness(client)
+    for i in range(4):
+        h.add(i, f"user{i}")
+    await h.deliver()
+    assert h.delivery.fatal is not None
+    assert h.rejected == []
+    assert len(client.bodies) == 1
+
+
+async def test_one_customer_always_goes_to_the_same_lane() -> None:
+    h = Harness(ScriptedClient([]), lanes=8)
+    for i in range(20):
+        h.add(i, "same-customer")
+    assert sum(1 for lane in h.delivery.lanes if lane.batcher.current.parts) == 1
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    from connector.sink.client import parse_retry_after
+
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+    assert parse_retry_after("soon") is None
