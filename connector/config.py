@@ -262,6 +262,10 @@ class ValidationSettings(_Frozen):
     allowed_reserved_attributes: list[str] = Field(
         default=[], description="reserved attribute names to let through anyway"
     )
+    identifier_keys: list[str] = Field(
+        default=[],
+        description="identity-resolution identifiers (e.g. moe_mobile) emitted by code transforms",
+    )
 
 
 class LoggingSettings(_Frozen):

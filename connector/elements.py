@@ -1,0 +1,463 @@
+"""MoEngage elements and the validation rules the seed documents state for them.
+
+An element is a plain ``dict`` in the exact JSON shape of one entry of a Bulk Import ``elements``
+list (seed 000): ``customer``, ``device`` or ``event``. Plain dicts keep the hot path cheap: the
+transform builds them, ``ElementValidator.validate`` checks and normalises them in place, and the
+batcher serialises them with orjson as they are.
+
+The validator rejects, before anything is sent, what the Bulk API would otherwise accept with a
+200 and then silently drop (seed 000: "All bulk API requests return a 200 response code"). Every
+rejection is a ``ValidationError`` whose ``rule`` is a short stable id (see ``RULES``).
+
+This module is pure: no Kafka, no HTTP, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime
+from itertools import product
+from typing import Any, Final
+
+from connector.config import ValidationSettings
+from connector.errors import ValidationError
+
+Element = dict[str, Any]
+
+# Seed 001, "Allowed values of customer_id"; compared after strip() and lower().
+DISALLOWED_CUSTOMER_IDS: Final = frozenset(
+    {
+        "unknown", "guest", "null", "0", "1", "true", "false", "user_attribute_unique_id",
+        "(empty)", "na", "n/a", "", "dummy_seller_code", "user_id", "id", "customer_id", "uid",
+        "userid", "none", "-2", "-1", "2",
+    }
+)  # fmt: skip
+
+# Seed 002 "Reserved Keywords for User Attributes" plus seed 001 ("id", "_id", "").
+# "source" is a standard attribute in the older seed 001 but reserved in the newer seed 002; the
+# newer document wins and validation.allowed_reserved_attributes lets it through when wanted.
+RESERVED_USER_ATTRIBUTES: Final = frozenset(
+    {
+        "USER_ATTRIBUTE_UNIQUE_ID", "USER_ATTRIBUTE_USER_EMAIL", "USER_ATTRIBUTE_USER_MOBILE",
+        "USER_ATTRIBUTE_USER_NAME", "USER_ATTRIBUTE_USER_GENDER", "USER_ATTRIBUTE_USER_FIRST_NAME",
+        "USER_ATTRIBUTE_USER_LAST_NAME", "USER_ATTRIBUTE_USER_BDAY",
+        "USER_ATTRIBUTE_NOTIFICATION_PREF", "USER_ATTRIBUTE_OLD_ID", "MOE_TIME_FORMAT",
+        "MOE_TIME_TIMEZONE", "USER_ATTRIBUTE_DND_START_TIME", "USER_ATTRIBUTE_DND_END_TIME",
+        "MOE_GAID", "MOE_ISLATINSTALL", "statusUPDATE", "MOE_ISLAT", "user_idstatus", "user_id",
+        "source", "id", "_id", "",
+    }
+)  # fmt: skip
+RESERVED_DEVICE_ATTRIBUTES: Final = frozenset({"id", "_id", ""})  # seed 001, Device API
+RESERVED_EVENT_ATTRIBUTES: Final = frozenset({"id", "_id", "userId", ""})  # seed 001, Event API
+
+# Standard user attributes documented with the system prefix (seed 001), so the moe_ rule of
+# seed 002 cannot apply to them.
+MOE_PREFIX_EXEMPT: Final = frozenset({"moe_geo_location", "moe_unsubscribe"})
+# The prefix in every letter case: str.startswith with a tuple stays in C.
+_MOE_PREFIXES: Final = tuple("".join(p) + "_" for p in product("mM", "oO", "eE"))
+
+PLATFORMS: Final = frozenset({"ANDROID", "iOS", "web"})  # users and devices (seed 001)
+EVENT_PLATFORMS: Final = PLATFORMS | {"unknown"}  # events (seed 001, Event API)
+_PLATFORM_LOOKUP: Final = {**{p: p for p in PLATFORMS}, **{p.lower(): p for p in PLATFORMS}}
+_EVENT_PLATFORM_LOOKUP: Final = {**_PLATFORM_LOOKUP, "unknown": "unknown"}
+
+TIMEZONE_OFFSET_RANGE: Final = (-54000, 54000)  # seconds, seed 001
+_MS_THRESHOLD: Final = 100_000_000_000  # epoch values at or above 1e11 are milliseconds
+_MAX_SHOWN: Final = 64
+
+# Every rule id a ValidationError can carry, with its message (prefixed "<type> element: ").
+_MESSAGES: Final = {
+    "element.shape": "{where} must be {what}",
+    "element.type": "element type {value} is not one of customer, device, event (seed 000)",
+    "field.type": "{where} {value} must be {what}",
+    "customer_id.type": "customer_id must be a string, got {what}; map it to a string in the "
+    "transform (seed 001)",
+    "customer_id.length": "customer_id {value} is shorter than {what} characters (seed 001)",
+    "customer_id.disallowed": "customer_id {value} is a value MoEngage disallows (seed 001)",
+    "customer_id.missing": "customer_id is missing; {what}",
+    "attribute.key_type": "{where} key {value} is not a string",
+    "attribute.reserved": "{where} key {value} is reserved by MoEngage (seed {what}); rename "
+    "it or list it in validation.allowed_reserved_attributes",
+    "attribute.moe_prefix": "{where} key {value} uses the system prefix 'moe_' (seed 002)",
+    "platform.unknown": "{where} {value} is not a known platform; expected one of {what} "
+    "(seed 001)",
+    "device.missing_field": "{where} is mandatory for devices (seed 001)",
+    "actions.empty": "actions must be a non-empty list (seed 001)",
+    "action.empty": "{where}.action (the event name) is empty (seed 000)",
+    "action.reserved": "{where}.action {value} is a reserved event name (seed 001)",
+    "action.moe_prefix": "{where}.action {value} uses the system prefix 'moe_' (seed 002)",
+    "user_timezone_offset.range": "{where}.user_timezone_offset {value} is outside "
+    "-54000..54000 seconds (seed 001)",
+    "time.format": "{where} {value} is neither epoch seconds/milliseconds nor ISO 8601 (seed 001)",
+}
+RULES: Final = frozenset(_MESSAGES)
+
+
+def _short(value: object) -> str:
+    """Render an offending value for a message, at most 64 characters."""
+    if isinstance(value, str):
+        s = value if len(value) <= _MAX_SHOWN else value[: _MAX_SHOWN - 3] + "..."
+        return repr(s)
+    r = repr(value)
+    return r if len(r) <= _MAX_SHOWN else r[: _MAX_SHOWN - 3] + "..."
+
+
+def _epoch(n: int) -> int:
+    return n // 1000 if n >= _MS_THRESHOLD else n
+
+
+def _time_or_none(value: object) -> int | str | None:
+    """The normalised time, or None when ``value`` is not a time MoEngage accepts."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return _epoch(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return math.floor(value / 1000 if value >= _MS_THRESHOLD else value)
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.isascii():
+            if stripped.isdigit():
+                return _epoch(int(stripped))
+            if "_" not in stripped:
+                try:
+                    number = float(stripped)
+                except ValueError:
+                    pass
+                else:
+                    return _time_or_none(number)
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return value
+    return None
+
+
+def normalise_time(value: object) -> int | str:
+    """Normalise an event time: epoch seconds as ``int``, or an ISO 8601 string unchanged.
+
+    Numbers and numeric strings are epoch times; values >= 1e11 are milliseconds (the seed 000
+    samples send those) and become whole seconds, rounded down. Booleans are not numbers.
+    """
+    result = _time_or_none(value)
+    if result is None:
+        raise _fail("time.format", "", "time", value)
+    return result
+
+
+def customer_key(element: Element, identifier_keys: frozenset[str] = frozenset()) -> str:
+    """The identity that orders a customer's elements: ``customer_id``, else its identifiers.
+
+    Identifiers come from an event's ``user_identifiers`` or, for a customer element under identity
+    resolution, from the attributes named in ``identifier_keys`` (without them: its ``moe_``
+    attributes, which is how seed 000 names identifiers). They are rendered ``key=value`` sorted by
+    key and joined with ``&``, so the same identifiers always give the same key.
+    """
+    cid = element.get("customer_id")
+    if isinstance(cid, str):
+        return cid
+    ids = element.get("user_identifiers")
+    if not isinstance(ids, dict):
+        attrs = element.get("attributes")
+        if not isinstance(attrs, dict):
+            return ""
+        if identifier_keys:
+            ids = {k: attrs[k] for k in identifier_keys if attrs.get(k) is not None}
+        else:
+            ids = {
+                k: v
+                for k, v in attrs.items()
+                if isinstance(k, str)
+                and k.startswith("moe_")
+                and k not in MOE_PREFIX_EXEMPT
+                and v is not None
+            }
+    return "&".join(f"{k}={ids[k]}" for k in sorted(ids))
+
+
+def _to_bool(value: object) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    return None
+
+
+def _drop_nones(obj: dict[str, Any]) -> None:
+    """Drop keys whose value is null: MoEngage treats an absent optional field as unset."""
+    if None in obj.values():
+        for k in [k for k, v in obj.items() if v is None]:
+            del obj[k]
+
+
+def _fail(
+    rule: str, kind: str, where: str = "", value: object = None, what: object = ""
+) -> ValidationError:
+    """The ``ValidationError`` for ``rule``: one sentence naming the element type and the key."""
+    text = _MESSAGES[rule].format(where=where, value=_short(value), what=what)
+    return ValidationError(f"{kind} element: {text}" if kind else text, rule=rule)
+
+
+class ElementValidator:
+    """Checks elements against the seed documents' rules and normalises them in place.
+
+    Built once per connector from ``validation`` settings and the identity-resolution identifiers
+    the transforms use (``identifier_keys``, e.g. ``moe_mobile``): those may carry the ``moe_``
+    prefix in customer attributes and stand in for ``customer_id``. Null optional fields are
+    dropped rather than sent.
+    """
+
+    def __init__(
+        self, settings: ValidationSettings, identifier_keys: frozenset[str] = frozenset()
+    ) -> None:
+        allowed = frozenset(settings.allowed_reserved_attributes)
+        extra = {s.strip().lower() for s in settings.extra_disallowed_customer_ids}
+        self._min_len = settings.customer_id_min_length
+        self._disallowed = DISALLOWED_CUSTOMER_IDS | extra
+        self._reserved_user = RESERVED_USER_ATTRIBUTES - allowed
+        self._reserved_device = RESERVED_DEVICE_ATTRIBUTES - allowed
+        self._reserved_event = RESERVED_EVENT_ATTRIBUTES - allowed
+        self.identifier_keys = frozenset(identifier_keys)
+        self._user_moe_exempt = MOE_PREFIX_EXEMPT | self.identifier_keys
+        self._checks: dict[str, Callable[[Element], None]] = {
+            "customer": self._customer,
+            "device": self._device,
+            "event": self._event,
+        }
+
+    def validate(self, element: Element) -> Element:
+        """Return ``element`` normalised (the same dict), or raise ``ValidationError``."""
+        if not isinstance(element, dict):
+            raise _fail("element.shape", "", "element", what="a JSON object")
+        kind = element.get("type")
+        check = self._checks.get(kind) if isinstance(kind, str) else None
+        if check is None:
+            raise _fail("element.type", "", value=kind)
+        _drop_nones(element)
+        check(element)
+        return element
+
+    def customer_key(self, element: Element) -> str:
+        """``customer_key`` with this validator's identifier keys."""
+        return customer_key(element, self.identifier_keys)
+
+    # ----- per type ---------------------------------------------------------------------------
+
+    def _customer(self, el: Element) -> None:
+        attrs = el.get("attributes")
+        if attrs is not None and not isinstance(attrs, dict):
+            raise _fail("element.shape", "customer", "attributes", what="a JSON object")
+        if "customer_id" in el:
+            self._customer_id("customer", el["customer_id"])
+        elif not attrs or all(attrs.get(k) in (None, "") for k in self.identifier_keys):
+            ids = sorted(self.identifier_keys)
+            hint = f"give customer_id or one of {ids} in attributes" if ids else "give customer_id"
+            raise _fail("customer_id.missing", "customer", what=f"{hint} (seed 000)")
+        if attrs:
+            _check_keys("customer", "attributes", attrs, self._reserved_user, self._user_moe_exempt)
+            if "platforms" in attrs:
+                _check_platforms(attrs["platforms"])
+        if "update_existing_only" in el:
+            raw = el["update_existing_only"]
+            flag = _to_bool(raw)
+            if flag is None:
+                raise _fail(
+                    "field.type",
+                    "customer",
+                    "update_existing_only",
+                    raw,
+                    "true or false (seed 002)",
+                )
+            el["update_existing_only"] = flag
+
+    def _device(self, el: Element) -> None:
+        if "customer_id" not in el:
+            raise _fail("customer_id.missing", "device", what="devices need it (seed 001)")
+        self._customer_id("device", el["customer_id"])
+        _check_device_id("device", el)
+        attrs = el.get("attributes", {})
+        if not isinstance(attrs, dict):
+            raise _fail("element.shape", "device", "attributes", what="a JSON object")
+        _check_keys("device", "attributes", attrs, self._reserved_device, None)
+        for key in ("platform", "push_id"):
+            if attrs.get(key) in (None, ""):
+                raise _fail("device.missing_field", "device", f"attributes.{key}")
+        platform = attrs["platform"]
+        canon = _canonical(platform, _PLATFORM_LOOKUP)
+        if canon is None:
+            raise _fail("platform.unknown", "device", "attributes.platform", platform, _USER_P)
+        if canon is not platform:
+            attrs["platform"] = canon
+        if not isinstance(attrs["push_id"], str):
+            raise _fail("field.type", "device", "attributes.push_id", attrs["push_id"], "a string")
+
+    def _event(self, el: Element) -> None:
+        ids = el.get("user_identifiers")
+        if ids is not None:
+            if not isinstance(ids, dict):
+                raise _fail("element.shape", "event", "user_identifiers", what="a JSON object")
+            _check_keys("event", "user_identifiers", ids, frozenset(), None)
+        if "customer_id" in el:
+            self._customer_id("event", el["customer_id"])
+        elif not ids or all(v in (None, "") for v in ids.values()):
+            hint = "give customer_id or a non-empty user_identifiers object (seed 000)"
+            raise _fail("customer_id.missing", "event", what=hint)
+        _check_device_id("event", el)
+        actions = el.get("actions")
+        if actions is not None and not isinstance(actions, list):
+            raise _fail("element.shape", "event", "actions", what="a list")
+        if not actions:
+            raise _fail("actions.empty", "event")
+        for i, action in enumerate(actions):
+            self._action(f"actions[{i}]", action)
+
+    def _action(self, where: str, a: object) -> None:
+        if not isinstance(a, dict):
+            raise _fail("element.shape", "event", where, what="a JSON object")
+        _drop_nones(a)
+        name = a.get("action", "")
+        if not isinstance(name, str):
+            raise _fail("field.type", "event", f"{where}.action", name, "a string")
+        if not name.strip():
+            raise _fail("action.empty", "event", where)
+        if name in self._reserved_event:
+            raise _fail("action.reserved", "event", where, name)
+        if name.startswith(_MOE_PREFIXES):
+            raise _fail("action.moe_prefix", "event", where, name)
+        attrs = a.get("attributes")
+        if attrs is not None:
+            if not isinstance(attrs, dict):
+                raise _fail("element.shape", "event", f"{where}.attributes", what="a JSON object")
+            where_attrs = f"{where}.attributes"
+            _check_keys("event", where_attrs, attrs, self._reserved_event, MOE_PREFIX_EXEMPT)
+        _action_fields(where, a)
+
+    def _customer_id(self, kind: str, cid: object) -> None:
+        if not isinstance(cid, str):
+            raise _fail("customer_id.type", kind, what=type(cid).__name__)
+        stripped = cid.strip()
+        if stripped.lower() in self._disallowed:
+            raise _fail("customer_id.disallowed", kind, value=cid)
+        if len(stripped) < self._min_len:
+            raise _fail("customer_id.length", kind, value=cid, what=self._min_len)
+
+
+# ----- shared checks ------------------------------------------------------------------------------
+
+_USER_P: Final = "ANDROID, iOS, web"
+_EVENT_P: Final = "ANDROID, iOS, web, unknown"
+
+
+def _check_keys(
+    kind: str,
+    where: str,
+    attrs: dict[Any, Any],
+    reserved: frozenset[str],
+    moe_exempt: frozenset[str] | None,
+) -> None:
+    """Attribute names: strings, not reserved, and (unless ``moe_exempt`` is None) no ``moe_``."""
+    if not reserved.isdisjoint(attrs):
+        bad = next(k for k in attrs if k in reserved)
+        raise _fail("attribute.reserved", kind, where, bad, "002" if kind == "customer" else "001")
+    if moe_exempt is None:
+        for k in attrs:
+            if not isinstance(k, str):
+                raise _fail("attribute.key_type", kind, where, k)
+        return
+    try:
+        for k in attrs:
+            if k.startswith(_MOE_PREFIXES) and k not in moe_exempt:
+                raise _fail("attribute.moe_prefix", kind, where, k)
+    except (AttributeError, TypeError):  # a key without str.startswith, or bytes
+        bad = next(k for k in attrs if not isinstance(k, str))
+        raise _fail("attribute.key_type", kind, where, bad) from None
+
+
+def _check_platforms(platforms: object) -> None:
+    """``attributes.platforms``: a list of ``{"platform": ..., "active": ...}`` objects."""
+    if not isinstance(platforms, list):
+        raise _fail("element.shape", "customer", "attributes.platforms", what="a list")
+    for i, entry in enumerate(platforms):
+        where = f"attributes.platforms[{i}]"
+        if not isinstance(entry, dict):
+            raise _fail("element.shape", "customer", where, what="a JSON object")
+        p = entry.get("platform")
+        canon = _canonical(p, _PLATFORM_LOOKUP)
+        if canon is None:
+            raise _fail("platform.unknown", "customer", f"{where}.platform", p, _USER_P)
+        if canon is not p:
+            entry["platform"] = canon
+
+
+def _canonical(platform: object, lookup: dict[str, str]) -> str | None:
+    """The canonical spelling of a platform name matched case-insensitively, or None."""
+    if not isinstance(platform, str):
+        return None
+    canon = lookup.get(platform)
+    return canon if canon is not None else lookup.get(platform.strip().lower())
+
+
+def _check_device_id(kind: str, el: Element) -> None:
+    device_id = el.get("device_id")
+    if device_id is not None and (not isinstance(device_id, str) or not device_id):
+        raise _fail("field.type", kind, "device_id", device_id, "a non-empty string")
+
+
+def _action_fields(where: str, a: dict[str, Any]) -> None:
+    """The optional fields of one event action (nulls already dropped)."""
+    if "platform" in a:
+        platform = a["platform"]
+        canon = _canonical(platform, _EVENT_PLATFORM_LOOKUP)
+        if canon is None:
+            raise _fail("platform.unknown", "event", f"{where}.platform", platform, _EVENT_P)
+        if canon is not platform:
+            a["platform"] = canon
+    if "app_version" in a:
+        version = a["app_version"]
+        t = type(version)
+        if t is int or t is float:
+            a["app_version"] = str(version)
+        elif t is not str:
+            raise _fail("field.type", "event", f"{where}.app_version", version, "a string")
+    if "user_timezone_offset" in a:
+        offset = a["user_timezone_offset"]
+        n = _integral(offset)
+        if n is None:
+            key = f"{where}.user_timezone_offset"
+            raise _fail("field.type", "event", key, offset, "whole seconds (seed 001)")
+        low, high = TIMEZONE_OFFSET_RANGE
+        if not low <= n <= high:
+            raise _fail("user_timezone_offset.range", "event", where, n)
+        if n is not offset:
+            a["user_timezone_offset"] = n
+    for key in ("current_time", "user_time"):
+        if key in a:
+            value = a[key]
+            result = _time_or_none(value)
+            if result is None:
+                raise _fail("time.format", "event", f"{where}.{key}", value)
+            if result is not value:
+                a[key] = result
+
+
+def _integral(value: object) -> int | None:
+    """An integer from an int, an integral float or a numeric string; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None

@@ -1,0 +1,134 @@
+"""How decoded Kafka records become MoEngage elements.
+
+A topic's ``transform`` is one of: a declarative ``mapping`` (``MappingTransform``), a Python
+``function`` given as ``package.module:function``, or an ``entry_point`` name in the
+``moengage_connector.transforms`` group (see ``registry``). ``load_transform`` turns any of them
+into a ``CompiledTransform``: a callable that always returns a list of element dicts, and that
+turns whatever user code raises into a ``TransformError`` the pipeline can route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from connector.config import TransformSpec
+from connector.elements import Element
+from connector.errors import BadRecordError, TransformError
+from connector.transforms.mapping import MappingTransform
+from connector.transforms.registry import resolve
+
+__all__ = [
+    "CompiledTransform",
+    "Element",
+    "MappingTransform",
+    "Record",
+    "Transform",
+    "identifier_keys",
+    "load_transform",
+]
+
+_MAX_ERROR_TEXT = 200  # user exception text can quote record contents: keep it short
+
+
+@dataclass(slots=True, frozen=True)
+class Record:
+    """One decoded Kafka record, as a transform sees it.
+
+    ``value`` holds only JSON-like data (dict, list, str, int, float, bool, None): the decoder has
+    already turned Avro logical types into ISO 8601 strings and numbers.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: Any
+    headers: tuple[tuple[str, bytes | None], ...]
+    timestamp_ms: int | None
+
+
+class Transform(Protocol):
+    """User code: one record in, zero, one or many elements out."""
+
+    def __call__(self, record: Record, /) -> Iterable[Element] | Element | None: ...
+
+
+class CompiledTransform:
+    """A transform with a uniform contract: ``(record) -> list[Element]``.
+
+    The output is normalised (``None`` -> ``[]``, one dict -> ``[dict]``, any other iterable ->
+    list) and checked: every item must be a dict with a string ``type``, else ``TransformError``
+    rule ``transform.output``. An exception from user code becomes ``TransformError`` rule
+    ``transform.raised`` with the original as ``__cause__``; a ``BadRecordError`` the code raises
+    on purpose (e.g. ``TransformError`` with its own rule) passes through unchanged.
+    """
+
+    __slots__ = ("_fn", "name")
+
+    def __init__(self, name: str, fn: Callable[[Record], object]) -> None:
+        self.name = name
+        self._fn = fn
+
+    def __call__(self, record: Record) -> list[Element]:
+        try:
+            out = self._fn(record)
+            if out is None:
+                return []
+            if isinstance(out, dict):
+                items: list[Any] = [out]
+            elif isinstance(out, list):
+                items = out
+            elif isinstance(out, Iterable) and not isinstance(out, str | bytes | bytearray):
+                items = list(out)  # a generator runs user code here, hence inside the try
+            else:
+                raise TransformError(
+                    f"transform {self.name} returned {type(out).__name__}; expected an element "
+                    "dict, a list of them or None",
+                    rule="transform.output",
+                )
+        except BadRecordError:
+            raise
+        except Exception as e:
+            text = str(e)
+            if len(text) > _MAX_ERROR_TEXT:
+                text = text[: _MAX_ERROR_TEXT - 3] + "..."
+            raise TransformError(
+                f"transform {self.name} raised {type(e).__name__}: {text}", rule="transform.raised"
+            ) from e
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+                what = "a dict without a string 'type'" if isinstance(item, dict) else None
+                raise TransformError(
+                    f"transform {self.name} returned item {i} as "
+                    f"{what or type(item).__name__}; every element must be a dict with a "
+                    "string 'type' (customer, device or event)",
+                    rule="transform.output",
+                )
+        return items
+
+    def __repr__(self) -> str:
+        return f"CompiledTransform({self.name!r})"
+
+
+def load_transform(spec: TransformSpec, *, key_path: str = "transform") -> CompiledTransform:
+    """Build the topic's transform once, at start-up.
+
+    ``key_path`` is where ``spec`` sits in the configuration (e.g. ``topics[0].transform``), so a
+    ``ConfigError`` raised while importing or compiling names the key to fix.
+    """
+    if spec.mapping is not None:
+        mapping = MappingTransform(spec.mapping, key_path=f"{key_path}.mapping")
+        return CompiledTransform("mapping", mapping)
+    name, fn = resolve(spec, key_path=key_path)
+    return CompiledTransform(name, fn)
+
+
+def identifier_keys(spec: TransformSpec) -> frozenset[str]:
+    """Identity-resolution identifiers a mapping produces (``user_identifiers`` keys).
+
+    The element validator exempts them from the ``moe_`` prefix rule and accepts them in place
+    of ``customer_id``. Code transforms declare none.
+    """
+    return frozenset(key for element in spec.mapping or () for key in element.user_identifiers)
