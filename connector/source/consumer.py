@@ -1,0 +1,179 @@
+"""The Kafka side: a confluent-kafka consumer driven from asyncio through one dedicated thread.
+
+Every call on the consumer (consume, commit, pause, resume, close) runs on the same single worker
+thread, so they never overlap. Rebalance callbacks fire inside ``consume``/``close`` on that thread;
+they hand their work to the event loop with ``run_coroutine_threadsafe`` and wait for it, which is
+safe because the loop is free while it awaits the consume call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from connector.offsets import TopicPartitionKey
+
+log = structlog.get_logger(__name__)
+
+RebalanceHook = Callable[[list[TopicPartitionKey]], Awaitable[dict[TopicPartitionKey, int]]]
+
+# Commit errors that mean "this instance no longer owns the partition": the new owner will re-read,
+# so the commit is dropped instead of failing the connector.
+STALE_COMMIT_ERRORS = frozenset(
+    {
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError._ASSIGNMENT_LOST,  # noqa: SLF001 - librdkafka's public local error code
+        KafkaError._STATE,  # noqa: SLF001
+    }
+)
+
+
+def _keys(partitions: Iterable[TopicPartition]) -> list[TopicPartitionKey]:
+    return [(tp.topic, tp.partition) for tp in partitions]
+
+
+class KafkaSource:
+    """Subscribe, consume in batches, commit exact offsets, pause and resume."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topics: list[str],
+        *,
+        on_assign: RebalanceHook,
+        on_revoke: RebalanceHook,
+        on_lost: RebalanceHook,
+    ) -> None:
+        self._config = config
+        self._topics = topics
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._on_lost = on_lost
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._consumer: Consumer | None = None
+        self.assignment: set[TopicPartitionKey] = set()
+        self.paused: set[TopicPartitionKey] = set()
+        self.last_error: KafkaError | None = None
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._executor, fn, *args)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self._call(self._start_sync)
+
+    def _start_sync(self) -> None:
+        self._consumer = Consumer({**self._config, "error_cb": self._error_cb})
+        self._consumer.subscribe(
+            self._topics,
+            on_assign=self._assign_cb,
+            on_revoke=self._revoke_cb,
+            on_lost=self._lost_cb,
+        )
+
+    def _error_cb(self, err: KafkaError) -> None:
+        self.last_error = err
+        log.warning("kafka_error", error=err.str(), code=err.name(), fatal=err.fatal())
+
+    # ----- rebalance callbacks: on the kafka thread ---------------------------------------------
+
+    def _run_on_loop(self, hook: RebalanceHook, keys: list[TopicPartitionKey]) -> Any:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(hook(keys), self._loop).result()
+
+    def _assign_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = _keys(partitions)
+        self.assignment.update(keys)
+        log.info("partitions_assigned", partitions=[f"{t}[{p}]" for t, p in keys])
+        self._run_on_loop(self._on_assign, keys)
+
+    def _revoke_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = _keys(partitions)
+        log.info("partitions_revoked", partitions=[f"{t}[{p}]" for t, p in keys])
+        final = self._run_on_loop(self._on_revoke, keys)
+        if final:
+            self._commit_sync(final)
+        self.assignment.difference_update(keys)
+        self.paused.difference_update(keys)
+
+    def _lost_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = _keys(partitions)
+        log.warning("partitions_lost", partitions=[f"{t}[{p}]" for t, p in keys])
+        self._run_on_loop(self._on_lost, keys)
+        self.assignment.difference_update(keys)
+        self.paused.difference_update(keys)
+
+    # ----- operations ---------------------------------------------------------------------------
+
+    async def consume(self, max_messages: int, timeout: float) -> list[Message]:
+        assert self._consumer is not None
+        msgs: list[Message] = await self._call(self._consumer.consume, max_messages, timeout)
+        return msgs
+
+    async def commit(self, offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, int]:
+        """Commit exactly these next-offsets; return the ones the broker confirmed."""
+        done: dict[TopicPartitionKey, int] = await self._call(self._commit_sync, offsets)
+        return done
+
+    def _commit_sync(self, offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, int]:
+        """The one place offsets are committed: synchronously, every partition's error checked."""
+        assert self._consumer is not None
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            result = self._consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as e:
+            err = e.args[0] if e.args else None
+            code = err.code() if isinstance(err, KafkaError) else None
+            level = "info" if code in STALE_COMMIT_ERRORS else "warning"
+            getattr(log, level)("commit_failed", error=str(e), partitions=len(tps))
+            return {}
+        done: dict[TopicPartitionKey, int] = {}
+        for tp in result or []:
+            if tp.error is None:
+                done[(tp.topic, tp.partition)] = tp.offset
+            else:
+                log.warning(
+                    "commit_partition_failed",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    error=tp.error.str(),
+                )
+        return done
+
+    async def pause(self, keys: Iterable[TopicPartitionKey]) -> None:
+        todo = [k for k in keys if k in self.assignment and k not in self.paused]
+        if todo:
+            await self._call(self._pause_sync, todo, True)
+
+    async def resume(self, keys: Iterable[TopicPartitionKey]) -> None:
+        todo = [k for k in keys if k in self.paused]
+        if todo:
+            await self._call(self._pause_sync, todo, False)
+
+    def _pause_sync(self, keys: list[TopicPartitionKey], pause: bool) -> None:
+        assert self._consumer is not None
+        tps = [TopicPartition(t, p) for t, p in keys]
+        try:
+            (self._consumer.pause if pause else self._consumer.resume)(tps)
+        except KafkaException as e:  # a partition revoked meanwhile: nothing to pause any more
+            log.info("pause_resume_skipped", error=str(e))
+            return
+        if pause:
+            self.paused.update(keys)
+        else:
+            self.paused.difference_update(keys)
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._call(self._consumer.close)
+            self._consumer = None
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,444 @@
+"""Turn a Kafka record value into a JSON-able Python value, per the topic's declared format.
+
+Three formats (``TopicSpec.format``):
+
+* ``confluent`` -- Confluent wire format: magic byte 0, a 4-byte big-endian schema id, then the
+  Avro binary body. Writer schemas come from the Schema Registry, once per id.
+* ``avro`` -- schemaless Avro binary read with the topic's local ``.avsc`` file.
+* ``json`` -- a JSON document.
+
+Bad bytes raise ``DecodeError`` with a rule id (``decode.*``) so the pipeline can route the record;
+a registry that cannot be reached raises ``SchemaRegistryError``, which is retriable and says
+nothing about the record. Avro logical types are rewritten into the forms MoEngage expects (ISO
+8601 UTC strings, plain numbers), but only for schemas that contain them: that walk is skipped on
+the hot path for every other schema.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib
+import json
+import struct
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
+from uuid import UUID
+
+import orjson
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.error import OAuthTokenError
+from confluent_kafka.schema_registry.error import SchemaRegistryError as _ClientRegistryError
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import LOGICAL_READERS
+from fastavro.repository.base import AbstractSchemaRepository, SchemaRepositoryError
+from fastavro.schema import SchemaParseException, UnknownType, load_schema
+
+from connector.config import SECRET_KEYS, SchemaRegistrySettings, Settings, TopicSpec
+from connector.errors import ConfigError, DecodeError, SchemaRegistryError
+
+_HEADER = struct.Struct(">BI")  # Confluent framing: magic byte, schema id
+_MAGIC = 0
+
+# What fastavro raises on truncated or corrupt bodies (found by fuzzing the shipped schemas):
+# UnicodeDecodeError is a ValueError; OverflowError comes from out-of-range timestamps and dates.
+_AVRO_ERRORS = (EOFError, ValueError, IndexError, KeyError, OverflowError, struct.error)
+_SCHEMA_ERRORS = (SchemaParseException, UnknownType, SchemaRepositoryError, ValueError, KeyError)
+
+
+class Decoder(Protocol):
+    """Decode one record value into dict/list/str/int/float/bool/None, or raise DecodeError."""
+
+    def __call__(self, value: bytes | None) -> Any: ...
+
+
+class SchemaSource(Protocol):
+    """Where writer schemas come from: ``get`` returns a parsed fastavro schema.
+
+    It raises ``KeyError`` (``SchemaNotFoundError``) for an id the registry does not know, and
+    ``connector.errors.SchemaRegistryError`` when the registry cannot be asked.
+    """
+
+    def get(self, schema_id: int) -> Any: ...
+
+
+class SchemaNotFoundError(KeyError):
+    """The registry answered that it has no schema with this id (bad input, not an outage)."""
+
+
+# ----- encoding (demo, tests, benchmark producers) -----------------------------------------------
+
+
+def encode_raw(parsed_schema: Any, record: Any) -> bytes:
+    """Schemaless Avro binary of ``record``: the ``avro`` format's value."""
+    buf = BytesIO()
+    schemaless_writer(buf, parsed_schema, record)
+    return buf.getvalue()
+
+
+def encode_confluent(schema_id: int, parsed_schema: Any, record: Any) -> bytes:
+    """Confluent wire-format value: magic byte 0, big-endian schema id, Avro body."""
+    return _HEADER.pack(_MAGIC, schema_id) + encode_raw(parsed_schema, record)
+
+
+# ----- schemas ---------------------------------------------------------------------------------
+
+
+class _Repository(AbstractSchemaRepository):
+    """Named schemas for fastavro's ``load_schema``: from a dict, else ``<dir>/<fullname>.avsc``."""
+
+    def __init__(self, schemas: dict[str, Any], directory: Path | None = None) -> None:
+        self._schemas = schemas
+        self._directory = directory
+
+    def load(self, name: str) -> Any:
+        if name in self._schemas:
+            return self._schemas[name]
+        if self._directory is not None:
+            with contextlib.suppress(OSError):
+                return json.loads((self._directory / f"{name}.avsc").read_text(encoding="utf-8"))
+        raise SchemaRepositoryError(f"no schema named {name!r}")
+
+
+def load_schema_file(path: Path, *, key_path: str) -> Any:
+    """Parse a local ``.avsc`` file; named types it references load from the same directory.
+
+    Any problem is a ``ConfigError`` at ``key_path``: a missing schema stops start-up, not a record.
+    """
+    try:
+        root = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError([(key_path, f"cannot read schema file {path}: {e.strerror}")]) from None
+    except ValueError as e:
+        raise ConfigError([(key_path, f"{path} is not valid JSON: {e}")]) from None
+    try:
+        return load_schema("$root", repo=_Repository({"$root": root}, path.parent))
+    except _SCHEMA_ERRORS as e:
+        raise ConfigError([(key_path, f"{path} is not a valid Avro schema: {e}")]) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A parsed writer schema and which parts of its values need logical-type rewriting.
+
+    ``fields`` names the top-level record fields to rewrite; ``None`` means the whole value.
+    """
+
+    schema: Any
+    convert: bool
+    fields: tuple[str, ...] | None
+
+
+def _plan(schema: Any) -> _Plan:
+    """Walk the schema once so decoding knows whether (and where) to rewrite values."""
+    named: dict[str, bool] = {}
+    convert = _needs_conversion(schema, named)
+    if convert and isinstance(schema, dict) and schema.get("type") == "record":
+        fields = tuple(f["name"] for f in schema["fields"] if _needs_conversion(f["type"], named))
+        return _Plan(schema, convert, fields)
+    return _Plan(schema, convert, None)
+
+
+def _needs_conversion(schema: Any, named: dict[str, bool]) -> bool:
+    """True when values of ``schema`` may hold datetimes, Decimals, UUIDs or bytes."""
+    if isinstance(schema, str):
+        return schema == "bytes" or named.get(schema, False)
+    if isinstance(schema, list):
+        return any([_needs_conversion(s, named) for s in schema])  # noqa: C419 -- visit all
+    kind = schema.get("type")
+    if f"{kind}-{schema.get('logicalType')}" in LOGICAL_READERS:  # e.g. "long-timestamp-millis"
+        result = True  # fastavro hands back a datetime, date, time, Decimal or UUID
+    elif kind in {"record", "error"}:
+        named.setdefault(schema["name"], False)  # a recursive reference adds nothing new
+        result = any([_needs_conversion(f["type"], named) for f in schema["fields"]])  # noqa: C419
+    elif kind == "array":
+        result = _needs_conversion(schema["items"], named)
+    elif kind == "map":
+        result = _needs_conversion(schema["values"], named)
+    else:
+        result = kind in ("bytes", "fixed") or (
+            not isinstance(kind, str) and _needs_conversion(kind, named)
+        )
+    if kind in ("record", "error", "fixed", "enum"):
+        named[schema["name"]] = result
+    return result
+
+
+# ----- logical types -> what MoEngage expects -------------------------------------------------
+
+
+def _timespec(microsecond: int) -> str:
+    if microsecond == 0:
+        return "seconds"
+    return "milliseconds" if microsecond % 1000 == 0 else "microseconds"
+
+
+def _to_jsonable(value: Any) -> Any:
+    """Rewrite fastavro's Python objects into JSON-able values, recursively.
+
+    Timestamps become ISO 8601 UTC (``2020-05-31T16:33:35Z``, ``.123Z`` when milliseconds are set),
+    dates midnight UTC (the form MoEngage recognises as a date attribute), times ``HH:MM:SS[.fff]``,
+    decimals int or float, UUIDs strings and raw bytes base64.
+    """
+    kind = type(value)
+    if kind is dict:
+        return {k: _to_jsonable(v) for k, v in value.items()}
+    if kind is list:
+        return [_to_jsonable(v) for v in value]
+    if kind is datetime:
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat(timespec=_timespec(value.microsecond)) + "Z"
+    if kind is date:
+        return f"{value.isoformat()}T00:00:00Z"
+    if kind is time:
+        return value.isoformat(timespec=_timespec(value.microsecond))
+    if kind is Decimal:
+        return int(value) if value == value.to_integral_value() else float(value)
+    if kind is UUID:
+        return str(value)
+    if kind is bytes:
+        return base64.b64encode(value).decode("ascii")
+    return value
+
+
+def _read_avro(buf: BytesIO, plan: _Plan) -> Any:
+    """Read one Avro body from ``buf``; trailing bytes are ignored, as fastavro does."""
+    try:
+        value: Any = schemaless_reader(buf, plan.schema, None)
+    except _AVRO_ERRORS as e:
+        raise DecodeError(
+            f"Avro body does not match its schema: {type(e).__name__}: {e}", rule="decode.avro"
+        ) from e
+    if not plan.convert:
+        return value
+    if plan.fields is None:
+        return _to_jsonable(value)
+    for name in plan.fields:
+        value[name] = _to_jsonable(value[name])
+    return value
+
+
+# ----- decoders --------------------------------------------------------------------------------
+
+
+def _tombstone() -> DecodeError:
+    return DecodeError("record has no value (tombstone)", rule="decode.tombstone")
+
+
+class _ConfluentDecoder:
+    """Confluent wire format; parsed writer schemas are cached per id, so the registry is asked
+    once per id for the life of the decoder."""
+
+    def __init__(self, registry: SchemaSource) -> None:
+        self._registry = registry
+        self._plans: dict[int, _Plan] = {}
+
+    def __call__(self, value: bytes | None) -> Any:
+        if value is None:
+            raise _tombstone()
+        if len(value) < _HEADER.size:
+            raise DecodeError(
+                f"value is {len(value)} bytes, shorter than the 5-byte Confluent header",
+                rule="decode.truncated",
+            )
+        magic, schema_id = _HEADER.unpack_from(value)
+        if magic != _MAGIC:
+            raise DecodeError(
+                f"value does not start with the Confluent magic byte 0 (got 0x{magic:02x})",
+                rule="decode.magic_byte",
+            )
+        plan = self._plans.get(schema_id)
+        if plan is None:
+            plan = self._plans[schema_id] = _plan(self._writer_schema(schema_id))
+        buf = BytesIO(value)  # shares the bytes object: no copy, unlike slicing off the header
+        buf.seek(_HEADER.size)
+        return _read_avro(buf, plan)
+
+    def _writer_schema(self, schema_id: int) -> Any:
+        try:
+            return self._registry.get(schema_id)
+        except KeyError:
+            raise DecodeError(
+                f"schema id {schema_id} is not in the Schema Registry",
+                rule="decode.unknown_schema",
+            ) from None
+
+
+class _RawAvroDecoder:
+    """Schemaless Avro read with one local schema."""
+
+    def __init__(self, schema: Any) -> None:
+        self._plan = _plan(schema)
+
+    def __call__(self, value: bytes | None) -> Any:
+        if value is None:
+            raise _tombstone()
+        return _read_avro(BytesIO(value), self._plan)
+
+
+def _decode_json(value: bytes | None) -> Any:
+    if value is None:
+        raise _tombstone()
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+        raise DecodeError(f"value is not valid JSON: {e}", rule="decode.json") from None
+
+
+def make_decoder(
+    topic: TopicSpec,
+    settings: Settings,
+    registry: SchemaSource | None,
+    *,
+    key_path: str | None = None,
+) -> Decoder:
+    """Build the decoder for ``topic``. Local schema problems raise ``ConfigError``.
+
+    ``registry`` is needed for ``confluent`` topics (usually a ``SchemaLookup``); ``key_path``
+    names the topic's schema setting in errors, by default ``topics[<index>].schema``.
+    """
+    if topic.format == "json":
+        return _decode_json
+    if topic.format == "confluent":
+        if registry is None:
+            raise ConfigError([("schema_registry.url", f"topic {topic.name!r} needs a registry")])
+        return _ConfluentDecoder(registry)
+    if key_path is None:
+        index = next((i for i, t in enumerate(settings.topics) if t.name == topic.name), 0)
+        key_path = f"topics[{index}].schema"
+    path = settings.schema_path(topic)
+    if path is None:
+        raise ConfigError([(key_path, "format 'avro' needs the path of an .avsc file")])
+    return _RawAvroDecoder(load_schema_file(path, key_path=key_path))
+
+
+# ----- Schema Registry -------------------------------------------------------------------------
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Network failures the registry client lets through (it uses httpx2, or httpx)."""
+    found: list[type[BaseException]] = [OSError, OAuthTokenError]
+    for module in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError):
+            found.append(importlib.import_module(module).HTTPError)
+    return tuple(found)
+
+
+class SchemaLookup:
+    """Writer schemas by id from the Confluent Schema Registry, parsed and cached.
+
+    An id the registry does not know raises ``SchemaNotFoundError`` (the record is bad); anything
+    else -- refused connections, timeouts, 5xx, auth -- raises ``SchemaRegistryError``, which is
+    retriable. Messages never contain the registry's credentials.
+    """
+
+    def __init__(self, registry: SchemaRegistrySettings, *, client: Any = None) -> None:
+        config = registry.client_config()
+        self._secrets = _secrets(config)
+        self._url = _strip_userinfo(registry.url)
+        self._cache: dict[int, Any] = {}
+        self._transport = _transport_errors()
+        if client is None:
+            try:
+                client = SchemaRegistryClient(config)
+            except (ValueError, TypeError) as e:
+                raise ConfigError([("schema_registry", self._redact(str(e)))]) from None
+        self._client = client
+
+    def get(self, schema_id: int) -> Any:
+        """The parsed writer schema with id ``schema_id``, from the cache after the first call."""
+        parsed = self._cache.get(schema_id)
+        if parsed is None:
+            parsed = self._cache[schema_id] = self._fetch(schema_id)
+        return parsed
+
+    def _fetch(self, schema_id: int) -> Any:
+        try:
+            schema = self._client.get_schema(schema_id)
+            if (schema.schema_type or "AVRO") != "AVRO":
+                raise DecodeError(
+                    f"schema id {schema_id} is a {schema.schema_type} schema, not Avro",
+                    rule="decode.unsupported_schema",
+                )
+            references: dict[str, str] = {}
+            self._collect_references(schema, references)
+        except _ClientRegistryError as e:
+            # 40403 "schema not found"; a 404 without a registry code is more likely a wrong URL.
+            if e.http_status_code == 404 and 40400 <= (e.error_code or 0) < 40500:
+                raise SchemaNotFoundError(schema_id) from None
+            raise self._error(schema_id, f"HTTP {e.http_status_code}: {e.error_message}") from None
+        except self._transport as e:
+            raise self._error(schema_id, f"{type(e).__name__}: {e}") from None
+        try:
+            return _parse_with_references(schema.schema_str, references)
+        except (*_SCHEMA_ERRORS, TypeError) as e:
+            raise DecodeError(
+                f"schema id {schema_id} is not a usable Avro schema: {e}",
+                rule="decode.unsupported_schema",
+            ) from None
+
+    def _collect_references(self, schema: Any, found: dict[str, str]) -> None:
+        """Fetch the schemas ``schema`` references, recursively, keyed by reference name."""
+        for ref in schema.references or ():
+            if ref.name in found:
+                continue
+            registered = self._client.get_version(ref.subject, ref.version, True)
+            found[ref.name] = registered.schema.schema_str
+            self._collect_references(registered.schema, found)
+
+    def _error(self, schema_id: int, detail: str) -> SchemaRegistryError:
+        return SchemaRegistryError(
+            f"cannot fetch schema id {schema_id} from the Schema Registry at {self._url}: "
+            + self._redact(detail)
+        )
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _parse_with_references(schema_str: str, references: dict[str, str]) -> Any:
+    """Parse a registry schema, resolving named types from its references' JSON."""
+    named: dict[str, Any] = {}
+    for ref_name, text in references.items():
+        raw = json.loads(text)
+        named[ref_name] = raw
+        if isinstance(raw, dict) and "name" in raw:  # also by full name, as the root may use it
+            ns, name = raw.get("namespace"), raw["name"]
+            named.setdefault(f"{ns}.{name}" if ns and "." not in name else name, raw)
+    named["$root"] = json.loads(schema_str)
+    return load_schema("$root", repo=_Repository(named))
+
+
+def _secrets(config: dict[str, Any]) -> list[str]:
+    """Credential strings in the client config (user info, passwords, tokens), longest first so
+    none is half-masked. A user name alone is not secret, and masking it would garble messages."""
+    found: set[str] = set()
+    for key, value in config.items():
+        if key in SECRET_KEYS and isinstance(value, str) and value:
+            found.add(value)
+            if key == "basic.auth.user.info" and ":" in value:
+                found.add(value.split(":", 1)[1])
+    for url in str(config.get("url", "")).split(","):
+        parts = urlsplit(url.strip())
+        if parts.password:
+            userinfo = parts.netloc.rpartition("@")[0]
+            found.update((userinfo, unquote(userinfo), parts.password, unquote(parts.password)))
+    return sorted(found, key=len, reverse=True)
+
+
+def _strip_userinfo(url: str) -> str:
+    """The registry URL(s) without ``user:password@``, fit for a message."""
+    out = []
+    for one in url.split(","):
+        parts = urlsplit(one.strip())
+        host = parts.netloc.rpartition("@")[2]
+        out.append(urlunsplit(parts._replace(netloc=host)))
+    return ",".join(out)
