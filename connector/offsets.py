@@ -63,6 +63,9 @@ class PartitionTracker:
             # beyond the new position; those slots can no longer move this watermark.
             while self._pending and self._pending[-1].offset >= offset:
                 self.ledger.forget(self._pending.pop())
+        if self.committed is None:
+            # Where reading started is already the group's position: committing it adds nothing.
+            self.committed = offset
         slot = Slot(self, offset, size)
         self._pending.append(slot)
         self._next = offset + 1

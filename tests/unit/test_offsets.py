@@ -20,7 +20,7 @@ def test_record_is_not_committable_while_its_element_is_unacknowledged() -> None
     slot = ledger.tracker(TP).track(0, 10)  # type: ignore[union-attr]
     slot.add_element()
     slot.release()
-    assert ledger.committable() == {TP: 0}
+    assert ledger.committable() == {}
 
 
 def test_record_becomes_committable_after_its_last_element_is_acknowledged() -> None:
@@ -30,7 +30,7 @@ def test_record_becomes_committable_after_its_last_element_is_acknowledged() -> 
     slot.add_element()
     slot.release()
     slot.ack()
-    assert ledger.committable() == {TP: 5}
+    assert ledger.committable() == {}
     slot.ack()
     assert ledger.committable() == {TP: 6}
 
@@ -45,7 +45,7 @@ def test_a_later_acknowledgement_never_moves_the_watermark_past_an_earlier_failu
         s.add_element()
         s.release()
     second.ack()
-    assert ledger.committable() == {TP: 0}
+    assert ledger.committable() == {}
     first.ack()
     assert ledger.committable() == {TP: 2}
 
@@ -53,7 +53,7 @@ def test_a_later_acknowledgement_never_moves_the_watermark_past_an_earlier_failu
 def test_filtered_record_is_committable_once_its_hold_is_released() -> None:
     ledger = _ledger()
     slot = ledger.tracker(TP).track(0, 1)  # type: ignore[union-attr]
-    assert ledger.committable() == {TP: 0}
+    assert ledger.committable() == {}
     slot.release()
     assert ledger.committable() == {TP: 1}
 
@@ -66,7 +66,7 @@ def test_a_bad_record_that_keeps_its_hold_blocks_the_watermark_forever() -> None
     good = tracker.track(1, 1)
     good.release()
     assert bad.remaining == 1
-    assert ledger.committable() == {TP: 0}
+    assert ledger.committable() == {}
 
 
 def test_offset_gaps_from_compaction_are_skipped() -> None:
@@ -125,6 +125,12 @@ def test_seek_back_forgets_slots_at_or_after_the_new_position() -> None:
     tracker.track(1, 1)  # re-read from offset 1
     assert ledger.buffered_records == 1
     assert ledger.committable() == {TP: 1}
+
+
+def test_the_starting_position_is_not_committed_again() -> None:
+    ledger = _ledger()
+    ledger.tracker(TP).track(42, 1)  # type: ignore[union-attr]
+    assert ledger.committable() == {}
 
 
 def test_pending_records_counts_only_unfinished_records() -> None:
