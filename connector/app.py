@@ -1,0 +1,376 @@
+"""Wiring and the run loop: consume → decode → transform → validate → batch → send → commit.
+
+The loop, in order, each turn:
+  1. consume a batch of messages (on the Kafka thread; rebalance callbacks may run there);
+  2. turn each into elements and hand them to delivery lanes, tracking the record in the ledger;
+  3. close batches whose linger time has passed;
+  4. commit the ledger's watermarks (only records whose every element got a 200) every interval;
+  5. pause all partitions while too much is buffered; resume once half of it has drained.
+Shutdown (SIGTERM/SIGINT, bad input under ``fail``, or a fatal API answer): stop consuming, flush,
+wait up to the grace period for in-flight requests, commit, close the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+from confluent_kafka import KafkaError, Message
+
+from connector.batching import Cost, ElementTooLarge
+from connector.config import Credentials, Settings
+from connector.elements import Element, ElementValidator
+from connector.errors import (
+    BadRecordError,
+    ConnectorError,
+    RecordRef,
+    SchemaRegistryError,
+    ValidationError,
+)
+from connector.offsets import OffsetLedger, Slot, TopicPartitionKey
+from connector.ratelimit import Budget
+from connector.sink.client import MoEngageClient
+from connector.sink.delivery import Delivery, RetryPolicy
+from connector.source.consumer import KafkaSource
+from connector.source.decoding import Decoder, SchemaLookup, make_decoder
+from connector.transforms import Record, identifier_keys, load_transform
+
+log = structlog.get_logger(__name__)
+
+
+class ExitCode(IntEnum):
+    """Process exit codes (documented in the README)."""
+
+    OK = 0
+    UNEXPECTED = 1
+    CONFIG = 2
+    FATAL_API = 3
+    BAD_RECORD = 4
+    SCHEMA_REGISTRY = 5
+    KAFKA = 6
+
+
+@dataclass(slots=True)
+class RunStats:
+    records: int = 0
+    elements: int = 0
+    filtered: int = 0
+    commits: int = 0
+    committed: dict[TopicPartitionKey, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TopicPipeline:
+    """Everything needed to turn one topic's messages into elements."""
+
+    decoder: Decoder
+    transform: Callable[[Record], list[Element]]
+
+
+def element_cost(element: Element, device_users: int = 1) -> Cost:
+    """Users/events an element spends: customer = 1 user, device = configurable, event = actions."""
+    kind = element.get("type")
+    if kind == "event":
+        return Cost(events=len(element.get("actions") or ()))
+    if kind == "device":
+        return Cost(users=device_users)
+    return Cost(users=1)
+
+
+def build_pipelines(settings: Settings) -> dict[str, TopicPipeline]:
+    """Decoders and transforms for every topic; raises ConfigError naming the key path."""
+    registry = SchemaLookup(settings.schema_registry) if settings.schema_registry else None
+    pipes = {}
+    for i, topic in enumerate(settings.topics):
+        decoder = make_decoder(topic, settings, registry, key_path=f"topics[{i}].schema")
+        transform = load_transform(topic.transform, key_path=f"topics[{i}].transform")
+        pipes[topic.name] = TopicPipeline(decoder, transform)
+    return pipes
+
+
+def build_validator(settings: Settings) -> ElementValidator:
+    keys = frozenset(settings.validation.identifier_keys)
+    for topic in settings.topics:
+        keys |= identifier_keys(topic.transform)
+    return ElementValidator(settings.validation, keys)
+
+
+class Connector:
+    """One instance of the service: owns the consumer, the lanes, the ledger and the loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        credentials: Credentials,
+        *,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.settings = settings
+        self._credentials = credentials
+        self._session = session
+        self.pipelines = build_pipelines(settings)
+        self.validator = build_validator(settings)
+        self.ledger = OffsetLedger()
+        self.stats = RunStats()
+        self._stop = asyncio.Event()
+        self.failure: ConnectorError | None = None
+        self.exit_code = ExitCode.OK
+        self._closing = False
+        self.delivery: Delivery | None = None
+        self.source: KafkaSource | None = None
+
+    # ----- lifecycle ----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _fail(self, error: ConnectorError, code: ExitCode) -> None:
+        if self.failure is None:
+            self.failure = error
+            self.exit_code = code
+        self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        own_session = self._session is None
+        session = self._session or aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.settings.moengage.max_in_flight * 2)
+        )
+        m = self.settings.moengage
+        client = MoEngageClient(
+            session,
+            m.endpoint,
+            self._credentials.workspace_id,
+            self._credentials.api_key,
+            m.request_timeout_seconds,
+        )
+        self.delivery = Delivery(
+            client,
+            Budget(m.users_per_minute, m.events_per_minute, loop.time()),
+            lanes=m.max_in_flight,
+            max_request_bytes=m.max_request_bytes,
+            retry=RetryPolicy(m.retry_initial_ms / 1000, m.retry_max_ms / 1000),
+            on_rejected=self._rejected_by_api,
+        )
+        self.source = KafkaSource(
+            self.settings.librdkafka_config(),
+            [t.name for t in self.settings.topics],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info("connector_starting", endpoint=client.url, topics=list(self.pipelines))
+        self.delivery.start()
+        try:
+            await self.source.start()
+            await self._loop()
+            await self._shutdown()
+        finally:
+            await self.delivery.stop()
+            if own_session:
+                await session.close()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return int(self.exit_code)
+
+    async def _loop(self) -> None:
+        assert self.source is not None
+        assert self.delivery is not None
+        p = self.settings.pipeline
+        linger = self.settings.moengage.linger_ms / 1000
+        commit_every = p.commit_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_commit = loop.time() + commit_every
+        while not self._stop.is_set():
+            msgs = await self.source.consume(p.consume_batch_size, p.poll_timeout_ms / 1000)
+            now = loop.time()
+            for msg in msgs:
+                if self._stop.is_set():
+                    break
+                await self._handle(msg, now)
+            self.delivery.flush_lingering(loop.time(), linger)
+            if self.delivery.fatal is not None:
+                self._fail(self.delivery.fatal, ExitCode.FATAL_API)
+                break
+            if loop.time() >= next_commit:
+                await self.commit()
+                next_commit = loop.time() + commit_every
+            await self._backpressure()
+
+    async def _shutdown(self) -> None:
+        assert self.source is not None
+        assert self.delivery is not None
+        grace = self.settings.pipeline.shutdown_grace_seconds
+        if self.exit_code != ExitCode.FATAL_API:
+            self.delivery.flush_all()
+            try:
+                await asyncio.wait_for(self.delivery.wait_idle(), timeout=grace)
+            except TimeoutError:
+                log.warning(
+                    "shutdown_grace_exceeded",
+                    grace_s=grace,
+                    undelivered_records=self.ledger.pending_records(),
+                    note="these records are not committed and will be read again",
+                )
+            if self.delivery.fatal is not None:
+                self._fail(self.delivery.fatal, ExitCode.FATAL_API)
+        await self.commit()
+        self._closing = True
+        await self.source.close()
+        if self.failure is not None:
+            log.error("connector_stopped", reason=str(self.failure), exit_code=int(self.exit_code))
+        else:
+            log.info("connector_stopped", exit_code=0, records=self.stats.records)
+
+    # ----- per message --------------------------------------------------------------------------
+
+    async def _handle(self, msg: Message, now: float) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - public error code
+                log.warning("consume_error", error=err.str(), fatal=err.fatal())
+                if err.fatal():
+                    self._fail(ConnectorError(f"Kafka: {err.str()}"), ExitCode.KAFKA)
+            return
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        tracker = self.ledger.tracker((topic, partition))
+        if tracker is None:  # revoked while this batch was in flight: the new owner reads it
+            return
+        raw = msg.value()
+        slot = tracker.track(offset, len(raw) if raw else 0)
+        self.stats.records += 1
+        try:
+            encoded = await self._elements(msg, topic, raw)
+        except BadRecordError as e:
+            self._bad_record(slot, e.at(RecordRef(topic, partition, offset)))
+            return
+        if not encoded:
+            self.stats.filtered += 1
+        assert self.delivery is not None
+        for data, cost, customer in encoded:
+            self.delivery.add(data, slot, cost, customer, now)
+        self.stats.elements += len(encoded)
+        slot.release()
+
+    async def _elements(
+        self, msg: Message, topic: str, raw: bytes | None
+    ) -> list[tuple[bytes, Cost, str]]:
+        """Decode, transform, validate and encode one record; raise BadRecordError if it can't."""
+        pipe = self.pipelines[topic]
+        value = await self._decode(pipe, raw)
+        ts_type, ts = msg.timestamp()
+        record = Record(
+            topic=topic,
+            partition=msg.partition(),
+            offset=msg.offset(),
+            key=msg.key(),
+            value=value,
+            headers=tuple(msg.headers() or ()),
+            timestamp_ms=ts if ts_type else None,
+        )
+        assert self.delivery is not None
+        out = []
+        for element in pipe.transform(record):
+            element = self.validator.validate(element)
+            data = orjson.dumps(element)
+            try:
+                self.delivery.check_fits_alone(data)
+            except ElementTooLarge as e:
+                raise ValidationError(str(e), rule="element.too_large") from None
+            out.append((data, element_cost(element), self.validator.customer_key(element)))
+        return out
+
+    async def _decode(self, pipe: TopicPipeline, raw: bytes | None) -> Any:
+        """Decode; a Schema Registry outage is retried briefly, then stops the connector."""
+        delay = 0.5
+        for attempt in range(6):
+            try:
+                return pipe.decoder(raw)
+            except SchemaRegistryError as e:
+                if attempt == 5:
+                    self._fail(e, ExitCode.SCHEMA_REGISTRY)
+                    raise BadRecordError(str(e), rule="schema_registry.unreachable") from e
+                log.warning("schema_registry_retry", error=str(e), delay_s=delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _bad_record(self, slot: Slot, error: BadRecordError) -> None:
+        """Bad input under the ``fail`` policy: stop, never committing past this record."""
+        log.error(
+            "bad_record",
+            topic=error.ref.topic if error.ref else None,
+            partition=error.ref.partition if error.ref else None,
+            offset=error.ref.offset if error.ref else None,
+            stage=error.stage,
+            rule=error.rule,
+            error=error.message,
+        )
+        # The slot keeps its hold, so the watermark can never pass this record.
+        self._fail(error, ExitCode.BAD_RECORD)
+
+    def _rejected_by_api(self, slot: Slot, error: BadRecordError) -> None:
+        topic, partition = slot.owner.key
+        self._bad_record(slot, error.at(RecordRef(topic, partition, slot.offset)))
+
+    # ----- committing and backpressure ----------------------------------------------------------
+
+    async def commit(self) -> None:
+        """Commit every partition's watermark that moved: only delivered records are behind it."""
+        assert self.source is not None
+        offsets = self.ledger.committable()
+        if not offsets:
+            return
+        done = await self.source.commit(offsets)
+        for key, offset in done.items():
+            self.ledger.mark_committed(key, offset)
+            self.stats.committed[key] = offset
+        self.stats.commits += 1
+
+    async def _backpressure(self) -> None:
+        assert self.source is not None
+        p = self.settings.pipeline
+        ledger = self.ledger
+        full = (
+            ledger.buffered_records >= p.max_buffered_records
+            or ledger.buffered_bytes >= p.max_buffered_bytes
+        )
+        if full:
+            assert self.delivery is not None
+            self.delivery.flush_all()  # a paused stream must not wait for linger
+            await self.source.pause(self.source.assignment)
+        elif self.source.paused and (
+            ledger.buffered_records < p.max_buffered_records // 2
+            and ledger.buffered_bytes < p.max_buffered_bytes // 2
+        ):
+            await self.source.resume(list(self.source.paused))
+
+    # ----- rebalance hooks (run on the loop, called from the Kafka thread) ----------------------
+
+    async def _on_assign(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        self.ledger.assign(keys)
+        return {}
+
+    async def _on_revoke(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        """Give in-flight work for these partitions a bounded time, then hand back watermarks."""
+        if not self._closing and self.delivery is not None and self.delivery.fatal is None:
+            self.delivery.flush_all()
+            deadline = asyncio.get_running_loop().time() + min(
+                10.0, self.settings.pipeline.shutdown_grace_seconds
+            )
+            while self.ledger.pending_records(keys) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+        return self.ledger.revoke(keys)
+
+    async def _on_lost(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        self.ledger.revoke(keys)  # lost: the group moved on; committing would be stale
+        return {}

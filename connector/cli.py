@@ -1,0 +1,262 @@
+"""Command line: ``moengage-connector run | validate | preview | sandbox``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from connector import __version__
+from connector.config import Settings, load_settings, resolve_credentials
+from connector.errors import BadRecordError, ConfigError, ConnectorError, RecordRef
+
+EPILOG = "Documentation: README.md (configuration reference, delivery guarantees, exit codes)."
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="moengage-connector",
+        description="Stream Avro user and event records from Kafka into MoEngage, at least once.",
+        epilog=EPILOG,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the connector until SIGTERM/SIGINT",
+        description="Join the consumer group, deliver every record to MoEngage, commit offsets "
+        "only after a 200. Credentials come from MOENGAGE_WORKSPACE_ID / MOENGAGE_API_KEY or "
+        "their *_FILE variants. Exit codes: 0 clean stop, 2 configuration, 3 MoEngage refused "
+        "the credentials or account, 4 bad input under the 'fail' policy, 5 Schema Registry "
+        "unreachable, 6 Kafka fatal error, 1 anything else.",
+        epilog=EPILOG,
+    )
+    run.add_argument("--config", required=True, help="path of the YAML configuration")
+
+    val = sub.add_parser(
+        "validate",
+        help="check a configuration, its schemas and transforms",
+        description="Load the configuration, every schema file and every transform it names, "
+        "and print each problem with the key path that causes it. Exit 1 on any problem.",
+        epilog=EPILOG,
+    )
+    val.add_argument("--config", required=True, help="path of the YAML configuration")
+
+    pre = sub.add_parser(
+        "preview",
+        help="print the elements a topic's records map to, without committing",
+        description="Read records from the start of a topic (no group join, no commit), run the "
+        "topic's decoder, transform and validation, and print each record's elements as JSON "
+        "lines, or the error that would stop or dead-letter it.",
+        epilog=EPILOG,
+    )
+    pre.add_argument("--config", required=True, help="path of the YAML configuration")
+    pre.add_argument("--topic", required=True, help="one of the configuration's topics")
+    pre.add_argument("--limit", type=int, default=10, help="records to read (default 10)")
+    pre.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for records (default 10)"
+    )
+
+    sb = sub.add_parser(
+        "sandbox",
+        help="run the local MoEngage Data API sandbox",
+        description="A faithful local stand-in for the MoEngage Data API (Bulk Import and Get "
+        "User): Basic auth, the documented 400/401/403/409/413/415/429/500 answers, per-minute "
+        "limits, and fault injection. Prints 'sandbox listening on http://HOST:PORT'.",
+        epilog=EPILOG,
+    )
+    sb.add_argument("--host", default="127.0.0.1")
+    sb.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    sb.add_argument("--workspace-id", default="DEMO_WORKSPACE")
+    sb.add_argument(
+        "--api-key", default=None, help="expected API key (default: $MOENGAGE_API_KEY or demo key)"
+    )
+    sb.add_argument("--users-per-minute", type=int, default=None, help="default: unlimited")
+    sb.add_argument("--events-per-minute", type=int, default=None, help="default: unlimited")
+    sb.add_argument("--window-seconds", type=float, default=60.0, help="rate-limit window")
+    sb.add_argument("--no-retry-after", action="store_true", help="omit Retry-After on 429")
+    sb.add_argument("--fail-rate", type=float, default=0.0, help="share of requests failing")
+    sb.add_argument("--fail-status", type=int, default=503)
+    sb.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
+    sb.add_argument(
+        "--outage", default=None, metavar="START:DURATION", help="seconds after start, length"
+    )
+    sb.add_argument("--record", default=None, metavar="FILE", help="append accepted requests")
+    sb.add_argument("--suspended", action="store_true", help="answer 403 Account Suspended")
+    sb.add_argument("--seed", type=int, default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"run": _run, "validate": _validate, "preview": _preview, "sandbox": _sandbox}
+    try:
+        code: int = handler[args.command](args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _configure_logging(settings: Settings) -> None:
+    from connector.observability.logging import configure  # noqa: PLC0415
+
+    configure(settings.logging.level, settings.logging.format)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from connector.app import Connector  # noqa: PLC0415 - keep `--help` fast
+    from connector.observability.logging import register_basic_auth, register_secret  # noqa: PLC0415
+
+    settings = load_settings(args.config)
+    creds = resolve_credentials(settings)
+    register_basic_auth(creds.workspace_id, creds.api_key.get_secret_value())
+    for key, value in settings.kafka.items():
+        if "password" in key or "secret" in key:
+            register_secret(str(value))
+    _configure_logging(settings)
+
+    async def go() -> int:
+        return await Connector(settings, creds).run()
+
+    code = asyncio.run(go())
+    return code
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from connector.app import build_pipelines, build_validator  # noqa: PLC0415
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as e:
+        _print_problems(e)
+        return 1
+    problems: list[tuple[str, str]] = []
+    try:
+        build_pipelines(settings)
+        build_validator(settings)
+    except ConfigError as e:
+        problems.extend(e.problems)
+    if problems:
+        _print_problems(ConfigError(problems))
+        return 1
+    try:
+        resolve_credentials(settings)
+    except ConfigError as e:
+        for path, msg in e.problems:
+            print(f"warning: {path}: {msg} (needed by 'run')")
+    print(f"{args.config}: OK ({len(settings.topics)} topic(s))")
+    return 0
+
+
+def _print_problems(e: ConfigError) -> None:
+    for path, msg in e.problems:
+        print(f"error: {path or '<root>'}: {msg}")
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415
+
+    from connector.app import build_pipelines, build_validator, element_cost  # noqa: PLC0415
+    from connector.transforms import Record  # noqa: PLC0415
+
+    settings = load_settings(args.config)
+    try:
+        settings.topic(args.topic)
+    except KeyError:
+        names = ", ".join(t.name for t in settings.topics)
+        print(f"error: topic {args.topic!r} is not in the configuration (have: {names})")
+        return 2
+    pipe = build_pipelines(settings)[args.topic]
+    validator = build_validator(settings)
+    conf: dict[str, Any] = {
+        **settings.librdkafka_config(),
+        "group.id": f"moengage-connector-preview-{uuid.uuid4().hex[:8]}",
+    }
+    consumer = Consumer(conf)
+    try:
+        meta = consumer.list_topics(args.topic, timeout=args.timeout)
+        tmeta = meta.topics.get(args.topic)
+        if tmeta is None or tmeta.error is not None:
+            print(f"error: topic {args.topic!r} not found on the broker")
+            return 1
+        consumer.assign([TopicPartition(args.topic, p, 0) for p in sorted(tmeta.partitions)])
+        seen = 0
+        while seen < args.limit:
+            msg = consumer.poll(args.timeout)
+            if msg is None:
+                break
+            if msg.error():
+                continue
+            seen += 1
+            ref = RecordRef(msg.topic(), msg.partition(), msg.offset())
+            out: dict[str, Any] = {"record": str(ref)}
+            try:
+                ts_type, ts = msg.timestamp()
+                record = Record(
+                    topic=msg.topic(),
+                    partition=msg.partition(),
+                    offset=msg.offset(),
+                    key=msg.key(),
+                    value=pipe.decoder(msg.value()),
+                    headers=tuple(msg.headers() or ()),
+                    timestamp_ms=ts if ts_type else None,
+                )
+                elements = [validator.validate(e) for e in pipe.transform(record)]
+                out["elements"] = elements
+                out["cost"] = [vars_cost(element_cost(e)) for e in elements]
+            except BadRecordError as e:
+                out["error"] = str(e.at(ref))
+            except ConnectorError as e:
+                out["error"] = str(e)
+            print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        print(f"# {seen} record(s) previewed from {args.topic}; nothing committed")
+    finally:
+        consumer.close()
+    return 0
+
+
+def vars_cost(cost: Any) -> dict[str, int]:
+    return {"users": cost.users, "events": cost.events}
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    import os  # noqa: PLC0415
+
+    from connector.observability.logging import configure  # noqa: PLC0415
+    from connector.sandbox.server import SandboxSettings, run  # noqa: PLC0415
+
+    configure("info", "auto")
+    outage = None
+    if args.outage:
+        start, _, duration = args.outage.partition(":")
+        outage = (float(start), float(duration))
+    settings = SandboxSettings(
+        workspace_id=args.workspace_id,
+        api_key=args.api_key or os.environ.get("MOENGAGE_API_KEY") or "demo-api-key",
+        users_per_minute=args.users_per_minute,
+        events_per_minute=args.events_per_minute,
+        window_seconds=args.window_seconds,
+        retry_after=not args.no_retry_after,
+        fail_rate=args.fail_rate,
+        fail_status=args.fail_status,
+        latency_ms=args.latency_ms,
+        outage=outage,
+        record_path=args.record,
+        suspended=args.suspended,
+        seed=args.seed,
+    )
+    run(settings, args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
