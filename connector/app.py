@@ -17,7 +17,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import orjson
@@ -29,6 +29,7 @@ from connector.config import Credentials, Settings
 from connector.elements import Element, ElementValidator
 from connector.errors import (
     BadRecordError,
+    ConfigError,
     ConnectorError,
     RecordRef,
     SchemaRegistryError,
@@ -74,6 +75,26 @@ class TopicPipeline:
     transform: Callable[[Record], list[Element]]
 
 
+def message_coordinates(msg: Message) -> tuple[str, int, int]:
+    """Topic, partition, offset of a consumed (non-error) message, which always has all three."""
+    return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
+
+
+def record_from_message(msg: Message, value: Any) -> Record:
+    topic, partition, offset = message_coordinates(msg)
+    ts_type, ts = msg.timestamp()
+    headers = msg.headers() or ()
+    return Record(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=msg.key(),
+        value=value,
+        headers=tuple(cast(list[tuple[str, bytes | None]], headers)),
+        timestamp_ms=ts if ts_type else None,
+    )
+
+
 def element_cost(element: Element, device_users: int = 1) -> Cost:
     """Users/events an element spends: customer = 1 user, device = configurable, event = actions."""
     kind = element.get("type")
@@ -88,10 +109,20 @@ def build_pipelines(settings: Settings) -> dict[str, TopicPipeline]:
     """Decoders and transforms for every topic; raises ConfigError naming the key path."""
     registry = SchemaLookup(settings.schema_registry) if settings.schema_registry else None
     pipes = {}
+    problems: list[tuple[str, str]] = []
     for i, topic in enumerate(settings.topics):
-        decoder = make_decoder(topic, settings, registry, key_path=f"topics[{i}].schema")
-        transform = load_transform(topic.transform, key_path=f"topics[{i}].transform")
-        pipes[topic.name] = TopicPipeline(decoder, transform)
+        try:
+            decoder = make_decoder(topic, settings, registry, key_path=f"topics[{i}].schema")
+        except ConfigError as e:
+            problems.extend(e.problems)
+        try:
+            transform = load_transform(topic.transform, key_path=f"topics[{i}].transform")
+        except ConfigError as e:
+            problems.extend(e.problems)
+        if not problems:
+            pipes[topic.name] = TopicPipeline(decoder, transform)
+    if problems:
+        raise ConfigError(problems)
     return pipes
 
 
@@ -236,12 +267,12 @@ class Connector:
     async def _handle(self, msg: Message, now: float) -> None:
         err = msg.error()
         if err is not None:
-            if err.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - public error code
+            if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consume_error", error=err.str(), fatal=err.fatal())
                 if err.fatal():
                     self._fail(ConnectorError(f"Kafka: {err.str()}"), ExitCode.KAFKA)
             return
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        topic, partition, offset = message_coordinates(msg)
         tracker = self.ledger.tracker((topic, partition))
         if tracker is None:  # revoked while this batch was in flight: the new owner reads it
             return
@@ -266,21 +297,11 @@ class Connector:
     ) -> list[tuple[bytes, Cost, str]]:
         """Decode, transform, validate and encode one record; raise BadRecordError if it can't."""
         pipe = self.pipelines[topic]
-        value = await self._decode(pipe, raw)
-        ts_type, ts = msg.timestamp()
-        record = Record(
-            topic=topic,
-            partition=msg.partition(),
-            offset=msg.offset(),
-            key=msg.key(),
-            value=value,
-            headers=tuple(msg.headers() or ()),
-            timestamp_ms=ts if ts_type else None,
-        )
+        record = record_from_message(msg, await self._decode(pipe, raw))
         assert self.delivery is not None
         out = []
-        for element in pipe.transform(record):
-            element = self.validator.validate(element)
+        for produced in pipe.transform(record):
+            element = self.validator.validate(produced)
             data = orjson.dumps(element)
             try:
                 self.delivery.check_fits_alone(data)
@@ -367,7 +388,9 @@ class Connector:
             deadline = asyncio.get_running_loop().time() + min(
                 10.0, self.settings.pipeline.shutdown_grace_seconds
             )
-            while self.ledger.pending_records(keys) and asyncio.get_running_loop().time() < deadline:
+            while (
+                self.ledger.pending_records(keys) and asyncio.get_running_loop().time() < deadline
+            ):
                 await asyncio.sleep(0.05)
         return self.ledger.revoke(keys)
 

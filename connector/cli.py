@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         help="print the elements a topic's records map to, without committing",
         description="Read records from the start of a topic (no group join, no commit), run the "
         "topic's decoder, transform and validation, and print each record's elements as JSON "
-        "lines, or the error that would stop or dead-letter it.",
+        "lines (one record per line: pipe into jq), or the error that would stop or "
+        "dead-letter it.",
         epilog=EPILOG,
     )
     pre.add_argument("--config", required=True, help="path of the YAML configuration")
@@ -127,8 +128,7 @@ def _run(args: argparse.Namespace) -> int:
     async def go() -> int:
         return await Connector(settings, creds).run()
 
-    code = asyncio.run(go())
-    return code
+    return asyncio.run(go())
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -165,8 +165,13 @@ def _print_problems(e: ConfigError) -> None:
 def _preview(args: argparse.Namespace) -> int:
     from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415
 
-    from connector.app import build_pipelines, build_validator, element_cost  # noqa: PLC0415
-    from connector.transforms import Record  # noqa: PLC0415
+    from connector.app import (  # noqa: PLC0415
+        build_pipelines,
+        build_validator,
+        element_cost,
+        message_coordinates,
+        record_from_message,
+    )
 
     settings = load_settings(args.config)
     try:
@@ -197,19 +202,10 @@ def _preview(args: argparse.Namespace) -> int:
             if msg.error():
                 continue
             seen += 1
-            ref = RecordRef(msg.topic(), msg.partition(), msg.offset())
+            ref = RecordRef(*message_coordinates(msg))
             out: dict[str, Any] = {"record": str(ref)}
             try:
-                ts_type, ts = msg.timestamp()
-                record = Record(
-                    topic=msg.topic(),
-                    partition=msg.partition(),
-                    offset=msg.offset(),
-                    key=msg.key(),
-                    value=pipe.decoder(msg.value()),
-                    headers=tuple(msg.headers() or ()),
-                    timestamp_ms=ts if ts_type else None,
-                )
+                record = record_from_message(msg, pipe.decoder(msg.value()))
                 elements = [validator.validate(e) for e in pipe.transform(record)]
                 out["elements"] = elements
                 out["cost"] = [vars_cost(element_cost(e)) for e in elements]
@@ -217,7 +213,7 @@ def _preview(args: argparse.Namespace) -> int:
                 out["error"] = str(e.at(ref))
             except ConnectorError as e:
                 out["error"] = str(e)
-            print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+            print(orjson.dumps(out).decode())
         print(f"# {seen} record(s) previewed from {args.topic}; nothing committed")
     finally:
         consumer.close()

@@ -45,12 +45,14 @@ def _produce_all(bootstrap: str, registry_url: str, n_users: int, n_events: int)
         user_id = sr.register_schema("demo.users-value", Schema(user_text, "AVRO"))
     _, device_schema = _schema("device")
     _, event_schema = _schema("event")
-    ends = {
+    return {
         "demo.users": produce(
             bootstrap,
             "demo.users",
-            ((u["user_id"].encode(), encode_confluent(user_id, user_schema, u))
-             for u in users(n_users)),
+            (
+                (u["user_id"].encode(), encode_confluent(user_id, user_schema, u))
+                for u in users(n_users)
+            ),
         ),
         "demo.devices": produce(
             bootstrap,
@@ -60,14 +62,17 @@ def _produce_all(bootstrap: str, registry_url: str, n_users: int, n_events: int)
         "demo.events": produce(
             bootstrap,
             "demo.events",
-            ((e["user_id"].encode(), encode_raw(event_schema, e))
-             for e in events(n_events, n_users)),
+            (
+                (e["user_id"].encode(), encode_raw(event_schema, e))
+                for e in events(n_events, n_users)
+            ),
         ),
     }
-    return ends
 
 
-def _wait_committed(bootstrap: str, ends: dict[str, dict[int, int]], proc: Any, timeout: float) -> bool:
+def _wait_committed(
+    bootstrap: str, ends: dict[str, dict[int, int]], proc: Any, timeout: float
+) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -90,12 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     workdir = ROOT / ".demo"
     workdir.mkdir(exist_ok=True)
     print(f"demo: logs in {workdir}")
-    with LocalBroker(log_path=workdir / "broker.log") as broker, SandboxProcess(
-        "--workspace-id", WORKSPACE, "--api-key", API_KEY, log_path=workdir / "sandbox.log"
-    ) as sandbox:
+    with (
+        LocalBroker(log_path=workdir / "broker.log") as broker,
+        SandboxProcess(
+            "--workspace-id", WORKSPACE, "--api-key", API_KEY, log_path=workdir / "sandbox.log"
+        ) as sandbox,
+    ):
         registry = BackgroundApp(create_registry_app()).start()
         try:
-            print(f"demo: broker {broker.bootstrap}, sandbox {sandbox.url}, registry {registry.url}")
+            print(
+                f"demo: broker {broker.bootstrap}, sandbox {sandbox.url}, registry {registry.url}"
+            )
             create_topics(broker.bootstrap, TOPICS)
             t0 = time.monotonic()
             ends = _produce_all(broker.bootstrap, registry.url, args.users, args.events)
@@ -113,8 +123,17 @@ def main(argv: list[str] | None = None) -> int:
             log = open(workdir / "connector.log", "wb")  # noqa: SIM115 - closed below
             t1 = time.monotonic()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "connector", "run", "--config", str(ROOT / "config/demo.yaml")],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "connector",
+                    "run",
+                    "--config",
+                    str(ROOT / "config/demo.yaml"),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
             try:
                 done = _wait_committed(broker.bootstrap, ends, proc, args.timeout)
@@ -135,11 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("MoEngage Kafka connector demo — summary")
     print(f"  records read           {sum(produced.values()):>8}  {produced}")
-    print(f"  elements accepted      {sum(stats['elements_by_type'].values()):>8}  "
-          f"{stats['elements_by_type']}")
-    print(f"  requests               {stats['requests_total']:>8}  by status {stats['requests_by_status']}")
-    print(f"  bytes accepted         {stats['bytes_accepted']:>8}  (largest body "
-          f"{stats['max_body_bytes_seen']} B, limit 100000)")
+    print(
+        f"  elements accepted      {sum(stats['elements_by_type'].values()):>8}  "
+        f"{stats['elements_by_type']}"
+    )
+    print(
+        f"  requests               {stats['requests_total']:>8}  "
+        f"by status {stats['requests_by_status']}"
+    )
+    print(
+        f"  bytes accepted         {stats['bytes_accepted']:>8}  (largest body "
+        f"{stats['max_body_bytes_seen']} B, limit 100000)"
+    )
     print(f"  users in sandbox       {len(store):>8}  (expected {args.users})")
     print(f"  events in sandbox      {n_events:>8}  (expected {args.events})")
     print(f"  committed offsets      {committed}")

@@ -1,17 +1,17 @@
 """The connector's exceptions, rooted at one class so callers can catch everything we raise.
 
     ConnectorError
-    ├── ConfigError                  configuration cannot be loaded or is invalid (key paths listed)
+    ├── ConfigError                  configuration is unreadable or invalid (key paths listed)
     ├── BadRecordError               one record can never be delivered as it is (bad input)
     │   ├── DecodeError              bytes are not what the topic's format says (stage "decode")
-    │   ├── TransformError           the transform raised or returned something unusable ("transform")
+    │   ├── TransformError           the transform raised or returned junk (stage "transform")
     │   ├── ValidationError          an element breaks a documented MoEngage rule ("validate")
     │   └── RejectedByApiError       MoEngage answered 400 for this record's element alone ("send")
     ├── FatalApiError                401/403/409/415: retrying cannot help; an operator must act
     └── SchemaRegistryError          a schema could not be fetched (retriable)
 
 A ``BadRecordError`` carries the record's coordinates (topic, partition, offset) and the rule that
-failed, and ``str()`` of it says all of that in one line. No exception here ever contains an API key,
+failed, and ``str()`` of it says all of that in one line. No exception here ever holds an API key,
 an Authorization header or record contents.
 """
 
@@ -85,7 +85,7 @@ class RejectedByApiError(BadRecordError):
 
 
 class FatalApiError(ConnectorError):
-    """MoEngage refused the connector itself (credentials, account, media type): stop, commit no more."""
+    """MoEngage refused the connector itself (credentials, account, media type): stop."""
 
     def __init__(self, status: int, error_type: str, message: str, hint: str) -> None:
         self.status = status

@@ -1,4 +1,4 @@
-"""The account's per-minute budgets (seed 001: 1,000 users/min and 10,000 events/min) as buckets.
+"""The account's per-minute budgets (seed 001: 1,000 users/min, 10,000 events/min) as buckets.
 
 A bucket holds at most one minute's worth of tokens and refills continuously. A request is sent only
 when every bucket can pay for all of it; the batcher never builds a request that costs more than a
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 class TokenBucket:
-    """``per_minute`` tokens a minute, holding at most ``capacity`` (default: one minute's worth)."""
+    """``per_minute`` tokens a minute, holding at most ``capacity`` (default: a minute's worth)."""
 
     def __init__(self, per_minute: float, now: float, capacity: float | None = None) -> None:
         if per_minute <= 0:

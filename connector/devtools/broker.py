@@ -33,9 +33,13 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | Non
             return
         except OSError:
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"process exited with {proc.returncode} before listening")
+                raise RuntimeError(
+                    f"process exited with {proc.returncode} before listening"
+                ) from None
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+                raise TimeoutError(
+                    f"nothing listening on 127.0.0.1:{port} after {timeout}s"
+                ) from None
             time.sleep(0.02)  # a readiness probe's poll interval, not test synchronisation
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 
 def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
@@ -53,8 +53,7 @@ def produce(
             p = msg.partition()
             ends[p] = max(ends.get(p, 0), msg.offset() + 1)
 
-    n = 0
-    for key, value in records:
+    for n, (key, value) in enumerate(records):
         kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
         if partition_of is not None:
             kwargs["partition"] = partition_of(n, key)
@@ -67,7 +66,6 @@ def produce(
             except BufferError:
                 producer.poll(0.1)
         producer.poll(0)
-        n += 1
     remaining = producer.flush(60)
     if remaining or failures:
         raise RuntimeError(f"{remaining} undelivered, failures: {failures[:3]}")

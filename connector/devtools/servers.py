@@ -35,7 +35,7 @@ class BackgroundApp:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
+        server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
@@ -85,7 +85,9 @@ class SandboxProcess:
 
         data = orjson.dumps(body) if body is not None else None
         req = urllib.request.Request(  # noqa: S310 - loopback URL we built
-            f"{self.url}/_sandbox/{path}", data=data, method=method,
+            f"{self.url}/_sandbox/{path}",
+            data=data,
+            method=method,
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310

@@ -9,7 +9,7 @@ safe because the loop is free while it awaits the consume call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,7 +20,9 @@ from connector.offsets import TopicPartitionKey
 
 log = structlog.get_logger(__name__)
 
-RebalanceHook = Callable[[list[TopicPartitionKey]], Awaitable[dict[TopicPartitionKey, int]]]
+RebalanceHook = Callable[
+    [list[TopicPartitionKey]], Coroutine[Any, Any, dict[TopicPartitionKey, int]]
+]
 
 # Commit errors that mean "this instance no longer owns the partition": the new owner will re-read,
 # so the commit is dropped instead of failing the connector.
@@ -29,8 +31,8 @@ STALE_COMMIT_ERRORS = frozenset(
         KafkaError.UNKNOWN_MEMBER_ID,
         KafkaError.ILLEGAL_GENERATION,
         KafkaError.REBALANCE_IN_PROGRESS,
-        KafkaError._ASSIGNMENT_LOST,  # noqa: SLF001 - librdkafka's public local error code
-        KafkaError._STATE,  # noqa: SLF001
+        KafkaError._ASSIGNMENT_LOST,
+        KafkaError._STATE,
     }
 )
 

@@ -79,7 +79,11 @@ def sandbox_factory(tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
 
     def make(*args: str) -> SandboxProcess:
         sb = SandboxProcess(
-            "--workspace-id", WORKSPACE, "--api-key", API_KEY, *args,
+            "--workspace-id",
+            WORKSPACE,
+            "--api-key",
+            API_KEY,
+            *args,
             log_path=tmp_path / f"sandbox{len(started)}.log",
         ).start()
         started.append(sb)
@@ -115,7 +119,9 @@ class ConnectorProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "connector", "run", "--config", str(self.config_path)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         return self
@@ -150,8 +156,9 @@ def connector(
 ) -> Iterator[Callable[..., ConnectorProcess]]:
     procs: list[ConnectorProcess] = []
 
-    def make(config: dict[str, Any], *, start: bool = True, env: dict[str, str] | None = None
-             ) -> ConnectorProcess:
+    def make(
+        config: dict[str, Any], *, start: bool = True, env: dict[str, str] | None = None
+    ) -> ConnectorProcess:
         path = tmp_path / f"config{len(procs)}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         full_env = {

@@ -89,25 +89,53 @@ def test_users_devices_and_events_arrive_exactly_as_the_mapping_says(
     device_rows = list(devices(n_users))
     event_rows = list(events(n_events, n_users))
     ends = {
-        t_users: produce(broker.bootstrap, t_users, [
-            (u["user_id"].encode(), encode_confluent(schema_id, user_schema, u))
-            for u in user_rows]),
-        t_devices: produce(broker.bootstrap, t_devices, [
-            (d["user_id"].encode(), encode_raw(device_schema, d)) for d in device_rows]),
-        t_events: produce(broker.bootstrap, t_events, [
-            (e["user_id"].encode(), encode_raw(event_schema, e)) for e in event_rows]),
+        t_users: produce(
+            broker.bootstrap,
+            t_users,
+            [
+                (u["user_id"].encode(), encode_confluent(schema_id, user_schema, u))
+                for u in user_rows
+            ],
+        ),
+        t_devices: produce(
+            broker.bootstrap,
+            t_devices,
+            [(d["user_id"].encode(), encode_raw(device_schema, d)) for d in device_rows],
+        ),
+        t_events: produce(
+            broker.bootstrap,
+            t_events,
+            [(e["user_id"].encode(), encode_raw(event_schema, e)) for e in event_rows],
+        ),
     }
     schemas = str(broker.bootstrap and (load_schema.__globals__["ROOT"] / "schemas"))
-    cfg = base_config(broker, sandbox.url, group, [
-        {"name": t_users, "format": "confluent", "transform": {"mapping": USER_MAPPING}},
-        {"name": t_devices, "format": "avro", "schema": f"{schemas}/device.avsc",
-         "transform": {"mapping": DEVICE_MAPPING}},
-        {"name": t_events, "format": "avro", "schema": f"{schemas}/event.avsc",
-         "transform": {"mapping": EVENT_MAPPING}},
-    ], registry_url=registry.url)
+    cfg = base_config(
+        broker,
+        sandbox.url,
+        group,
+        [
+            {"name": t_users, "format": "confluent", "transform": {"mapping": USER_MAPPING}},
+            {
+                "name": t_devices,
+                "format": "avro",
+                "schema": f"{schemas}/device.avsc",
+                "transform": {"mapping": DEVICE_MAPPING},
+            },
+            {
+                "name": t_events,
+                "format": "avro",
+                "schema": f"{schemas}/event.avsc",
+                "transform": {"mapping": EVENT_MAPPING},
+            },
+        ],
+        registry_url=registry.url,
+    )
     proc = connector(cfg)
-    wait_until(lambda: all(all_committed(broker.bootstrap, group, t, e) for t, e in ends.items()),
-               90, "every offset committed")
+    wait_until(
+        lambda: all(all_committed(broker.bootstrap, group, t, e) for t, e in ends.items()),
+        90,
+        "every offset committed",
+    )
     assert proc.stop(signal.SIGTERM) == 0
 
     store = sandbox.admin("GET", "users")
@@ -117,7 +145,9 @@ def test_users_devices_and_events_arrive_exactly_as_the_mapping_says(
         assert attrs == expected_user_attributes(u), u["user_id"]
     for d in device_rows:
         stored = store[d["user_id"]]["devices"][d["device_id"]]
-        expected = {k: v for k, v in d.items() if k not in ("user_id", "device_id") and v is not None}
+        expected = {
+            k: v for k, v in d.items() if k not in ("user_id", "device_id") and v is not None
+        }
         assert stored == expected
     by_user: dict[str, list[dict[str, Any]]] = {}
     for e in event_rows:
@@ -149,13 +179,27 @@ def test_no_request_body_exceeds_the_limit_with_large_records(
     group = names("group")
     _, event_schema = load_schema("event")
     rows = list(events(400, 40, props=120))  # ~3-4 kB per record: a handful fill a request
-    ends = produce(broker.bootstrap, topic, [
-        (e["user_id"].encode(), encode_raw(event_schema, e)) for e in rows])
+    ends = produce(
+        broker.bootstrap,
+        topic,
+        [(e["user_id"].encode(), encode_raw(event_schema, e)) for e in rows],
+    )
     schemas = load_schema.__globals__["ROOT"] / "schemas"
-    cfg = base_config(broker, sandbox.url, group, [
-        {"name": topic, "format": "avro", "schema": str(schemas / "event.avsc"),
-         "transform": {"mapping": EVENT_MAPPING}},
-    ], max_request_bytes=limit, linger_ms=2000)
+    cfg = base_config(
+        broker,
+        sandbox.url,
+        group,
+        [
+            {
+                "name": topic,
+                "format": "avro",
+                "schema": str(schemas / "event.avsc"),
+                "transform": {"mapping": EVENT_MAPPING},
+            },
+        ],
+        max_request_bytes=limit,
+        linger_ms=2000,
+    )
     proc = connector(cfg)
     wait_until(lambda: all_committed(broker.bootstrap, group, topic, ends), 90, "all committed")
     assert proc.stop() == 0
@@ -179,17 +223,32 @@ def test_nothing_is_committed_while_the_api_fails_and_everything_arrives_after(
     group = names("group")
     _, event_schema = load_schema("event")
     rows = list(events(300, 30))
-    ends = produce(broker.bootstrap, topic, [
-        (e["user_id"].encode(), encode_raw(event_schema, e)) for e in rows])
+    ends = produce(
+        broker.bootstrap,
+        topic,
+        [(e["user_id"].encode(), encode_raw(event_schema, e)) for e in rows],
+    )
     schemas = load_schema.__globals__["ROOT"] / "schemas"
-    cfg = base_config(broker, sandbox.url, group, [
-        {"name": topic, "format": "avro", "schema": str(schemas / "event.avsc"),
-         "transform": {"mapping": EVENT_MAPPING}},
-    ])
+    cfg = base_config(
+        broker,
+        sandbox.url,
+        group,
+        [
+            {
+                "name": topic,
+                "format": "avro",
+                "schema": str(schemas / "event.avsc"),
+                "transform": {"mapping": EVENT_MAPPING},
+            },
+        ],
+    )
     proc = connector(cfg)
     # Let it fail for a while: many 500s, several commit intervals.
-    wait_until(lambda: sandbox.admin("GET", "stats")["requests_by_status"].get("500", 0) >= 15,
-               60, "fifteen failed requests")
+    wait_until(
+        lambda: sandbox.admin("GET", "stats")["requests_by_status"].get("500", 0) >= 15,
+        60,
+        "fifteen failed requests",
+    )
     assert proc.running()
     committed = committed_offsets(broker.bootstrap, group, topic)
     assert all(off < 0 for off in committed.values()), committed
@@ -209,16 +268,28 @@ def test_sigkill_between_sending_and_committing_loses_nothing(
     group = names("group")
     _, event_schema = load_schema("event")
     rows = list(events(500, 50))
-    ends = produce(broker.bootstrap, topic, [
-        (e["user_id"].encode(), encode_raw(event_schema, e)) for e in rows])
+    ends = produce(
+        broker.bootstrap,
+        topic,
+        [(e["user_id"].encode(), encode_raw(event_schema, e)) for e in rows],
+    )
     schemas = load_schema.__globals__["ROOT"] / "schemas"
-    topics = [{"name": topic, "format": "avro", "schema": str(schemas / "event.avsc"),
-               "transform": {"mapping": EVENT_MAPPING}}]
+    topics = [
+        {
+            "name": topic,
+            "format": "avro",
+            "schema": str(schemas / "event.avsc"),
+            "transform": {"mapping": EVENT_MAPPING},
+        }
+    ]
     cfg = base_config(broker, sandbox.url, group, topics)
     cfg["pipeline"]["commit_interval_ms"] = 600_000  # sends happen, the periodic commit does not
     first = connector(cfg)
-    wait_until(lambda: sandbox.admin("GET", "stats")["actions_total"] >= 500, 60,
-               "every event accepted by the sandbox")
+    wait_until(
+        lambda: sandbox.admin("GET", "stats")["actions_total"] >= 500,
+        60,
+        "every event accepted by the sandbox",
+    )
     first.stop(signal.SIGKILL)
     assert all(off < 0 for off in committed_offsets(broker.bootstrap, group, topic).values())
 
@@ -243,14 +314,26 @@ def test_a_record_that_fails_validation_stops_the_connector_without_committing_p
     _, event_schema = load_schema("event")
     rows = list(events(20, 5))
     rows[7]["user_id"] = "null"  # a customer_id MoEngage disallows (seed 001)
-    ends = produce(broker.bootstrap, topic, [
-        (e["user_id"].encode(), encode_raw(event_schema, e)) for e in rows])
+    ends = produce(
+        broker.bootstrap,
+        topic,
+        [(e["user_id"].encode(), encode_raw(event_schema, e)) for e in rows],
+    )
     assert ends == {0: 20}
     schemas = load_schema.__globals__["ROOT"] / "schemas"
-    cfg = base_config(broker, sandbox.url, group, [
-        {"name": topic, "format": "avro", "schema": str(schemas / "event.avsc"),
-         "transform": {"mapping": EVENT_MAPPING}},
-    ])
+    cfg = base_config(
+        broker,
+        sandbox.url,
+        group,
+        [
+            {
+                "name": topic,
+                "format": "avro",
+                "schema": str(schemas / "event.avsc"),
+                "transform": {"mapping": EVENT_MAPPING},
+            },
+        ],
+    )
     proc = connector(cfg)
     assert proc.wait(60) == 4
     bad = [e for e in proc.log_events() if e.get("event") == "bad_record"]

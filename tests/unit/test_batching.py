@@ -1,5 +1,7 @@
 """Bodies are exact: their size is tracked, never over the limit, and split in order."""
 
+import itertools
+
 import orjson
 import pytest
 
@@ -16,7 +18,9 @@ def _slot(offset: int = 0) -> Slot:
 
 
 def _el(i: int, pad: int = 0) -> bytes:
-    return orjson.dumps({"type": "customer", "customer_id": f"u{i}", "attributes": {"p": "x" * pad}})
+    return orjson.dumps(
+        {"type": "customer", "customer_id": f"u{i}", "attributes": {"p": "x" * pad}}
+    )
 
 
 def _check_exact(batch: Batch) -> None:
@@ -54,7 +58,7 @@ def test_no_body_exceeds_the_limit_and_sizes_are_exact(pad: int) -> None:
         _check_exact(batch)
         assert batch.size <= limit
     # Every closed batch was closed because the next element did not fit.
-    for batch, nxt in zip(batches, batches[1:], strict=False):
+    for batch, nxt in itertools.pairwise(batches):
         assert batch.size + len(nxt.parts[0]) + 1 > limit
 
 
@@ -73,14 +77,16 @@ def test_batch_closes_before_exceeding_the_user_budget_capacity() -> None:
     b = Batcher(100_000, max_users=3)
     closed = [b.add(_el(i), _slot(i), Cost(users=1), f"u{i}") for i in range(4)]
     assert closed[:3] == [None, None, None]
-    assert closed[3] is not None and closed[3].users == 3
+    assert closed[3] is not None
+    assert closed[3].users == 3
 
 
 def test_batch_closes_before_exceeding_the_event_budget_capacity() -> None:
     b = Batcher(100_000, max_events=10)
     assert b.add(_el(1), _slot(), Cost(events=6), "a") is None
     closed = b.add(_el(2), _slot(), Cost(events=6), "b")
-    assert closed is not None and closed.events == 6
+    assert closed is not None
+    assert closed.events == 6
 
 
 def test_split_keeps_order_and_exact_sizes() -> None:

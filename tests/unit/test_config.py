@@ -43,8 +43,12 @@ def test_minimal_configuration_loads() -> None:
 
 @pytest.mark.parametrize(
     ("dc", "url"),
-    [("01", "https://api-01.moengage.com"), ("03", "https://api-03.moengage.com"),
-     ("api-eu", "https://api-eu.moengage.com"), ("api", "https://api.moengage.com")],
+    [
+        ("01", "https://api-01.moengage.com"),
+        ("03", "https://api-03.moengage.com"),
+        ("api-eu", "https://api-eu.moengage.com"),
+        ("api", "https://api.moengage.com"),
+    ],
 )
 def test_data_centre_selects_the_documented_endpoint(dc: str, url: str) -> None:
     s = parse_settings(_raw(moengage={"data_center": dc}), base_dir=Path("."), environ={})
@@ -60,9 +64,7 @@ def test_every_problem_is_reported_with_its_path() -> None:
     raw = _raw(pipeline={"commit_interval_ms": 0, "typo": 1})
     raw["topics"][0]["format"] = "protobuf"
     problems = _problems(raw)
-    assert set(problems) >= {
-        "pipeline.commit_interval_ms", "pipeline.typo", "topics[0].format"
-    }
+    assert set(problems) >= {"pipeline.commit_interval_ms", "pipeline.typo", "topics[0].format"}
     assert "unknown key" in problems["pipeline.typo"]
 
 
@@ -84,11 +86,19 @@ def test_confluent_format_needs_a_schema_registry() -> None:
 
 
 def test_interpolation_with_defaults_and_escape() -> None:
-    raw = _raw(kafka={"bootstrap.servers": "${BROKER}", "group.id": "${GROUP:-fallback}",
-                      "client.id": "$${literal}"})
+    raw = _raw(
+        kafka={
+            "bootstrap.servers": "${BROKER}",
+            "group.id": "${GROUP:-fallback}",
+            "client.id": "$${literal}",
+        }
+    )
     s = parse_settings(raw, base_dir=Path("."), environ={"BROKER": "h:1"})
-    assert s.kafka == {"bootstrap.servers": "h:1", "group.id": "fallback",
-                       "client.id": "${literal}"}
+    assert s.kafka == {
+        "bootstrap.servers": "h:1",
+        "group.id": "fallback",
+        "client.id": "${literal}",
+    }
 
 
 def test_missing_variable_names_the_key_and_the_variable() -> None:
@@ -114,8 +124,11 @@ def test_credentials_from_environment() -> None:
 def test_credentials_from_files_win_over_plain_variables(tmp_path: Path) -> None:
     (tmp_path / "key").write_text("from-file\n")
     s = parse_settings(_raw(), base_dir=Path("."), environ={})
-    env = {"MOENGAGE_WORKSPACE_ID": "W", "MOENGAGE_API_KEY": "plain",
-           "MOENGAGE_API_KEY_FILE": str(tmp_path / "key")}
+    env = {
+        "MOENGAGE_WORKSPACE_ID": "W",
+        "MOENGAGE_API_KEY": "plain",
+        "MOENGAGE_API_KEY_FILE": str(tmp_path / "key"),
+    }
     assert resolve_credentials(s, env).api_key.get_secret_value() == "from-file"
 
 

@@ -12,7 +12,7 @@ from connector.batching import Cost
 from connector.errors import FatalApiError, RejectedByApiError
 from connector.offsets import OffsetLedger, Slot
 from connector.ratelimit import Budget
-from connector.sink.client import Answer, Verdict, classify
+from connector.sink.client import Answer, Verdict, classify, parse_retry_after
 from connector.sink.delivery import Delivery, RetryPolicy
 
 OK = Answer(200, Verdict.ACCEPTED)
@@ -103,7 +103,8 @@ async def test_429_waits_at_least_retry_after() -> None:
     h = Harness(client)
     h.add(0, "user0")
     await h.deliver()
-    assert h.sleeps and h.sleeps[0] >= 7.0
+    assert h.sleeps
+    assert h.sleeps[0] >= 7.0
     assert h.ledger.committable() == {("t", 0): 1}
 
 
@@ -133,8 +134,12 @@ async def test_400_bisects_to_the_rejected_element_and_delivers_the_rest() -> No
     assert h.rejected[0][1].rule == "api.rejected"
     # Records before the rejected one are committable; the rejected one blocks the rest.
     assert h.ledger.committable() == {("t", 0): 5}
-    delivered = [e["customer_id"] for b in client.bodies if b'"poison"' not in b
-                 for e in orjson.loads(b)["elements"]]
+    delivered = [
+        e["customer_id"]
+        for b in client.bodies
+        if b'"poison"' not in b
+        for e in orjson.loads(b)["elements"]
+    ]
     assert sorted(delivered) == [f"user{i}" for i in range(8) if i != 5]
 
 
@@ -170,8 +175,6 @@ async def test_one_customer_always_goes_to_the_same_lane() -> None:
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:
-    from connector.sink.client import parse_retry_after
-
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
     assert parse_retry_after("soon") is None

@@ -109,7 +109,8 @@ def test_revoke_returns_watermark_and_late_acks_do_not_touch_a_reassigned_partit
     assert ledger.buffered_records == 0
     ledger.assign([TP])
     new = ledger.tracker(TP)
-    assert new is not None and new is not old
+    assert new is not None
+    assert new is not old
     pending.ack()  # a request for the old owner's record answered late
     assert ledger.committable() == {}
     assert ledger.buffered_records == 0

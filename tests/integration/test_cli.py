@@ -1,0 +1,163 @@
+"""The command line as a user runs it: validate names broken keys, preview reads a real topic."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from connector.devtools.broker import LocalBroker
+from connector.devtools.kafkautil import committed_offsets, produce
+from connector.devtools.workload import events
+from connector.source.decoding import encode_raw
+from tests.integration.conftest import ROOT, base_config, fresh_topic, load_schema
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "connector", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "preview", "sandbox"])
+def test_every_command_has_its_own_help(command: str) -> None:
+    result = cli(command, "--help")
+    assert result.returncode == 0
+    assert "--" in result.stdout
+    assert "usage:" in result.stdout
+
+
+def test_validate_accepts_the_shipped_demo_configuration() -> None:
+    result = cli("validate", "--config", str(ROOT / "config" / "demo.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK (3 topic(s))" in result.stdout
+
+
+def test_validate_names_every_broken_key(tmp_path: Path) -> None:
+    broken = {
+        "moengage": {"data_center": "eu-west", "linger_ms": -1},
+        "kafka": {"bootstrap.servers": "127.0.0.1:1"},
+        "topics": [
+            {
+                "name": "a",
+                "format": "avro",
+                "schema": "missing.avsc",
+                "transform": {"mapping": {"type": "event", "customer_id": "u", "action": "e"}},
+            },
+            {"name": "b", "format": "json", "transform": {"function": "no_such_module:fn"}},
+        ],
+    }
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    result = cli("validate", "--config", str(path))
+    assert result.returncode == 1
+    out = result.stdout
+    assert "error: moengage.data_center:" in out
+    assert "error: moengage.linger_ms:" in out
+    assert "error: kafka: 'group.id' is required" in out
+
+
+def test_validate_reports_schema_and_transform_problems_with_their_paths(tmp_path: Path) -> None:
+    cfg = {
+        "moengage": {"base_url": "http://127.0.0.1:9"},
+        "kafka": {"bootstrap.servers": "127.0.0.1:1", "group.id": "g"},
+        "topics": [
+            {
+                "name": "a",
+                "format": "avro",
+                "schema": "missing.avsc",
+                "transform": {"mapping": {"type": "event", "customer_id": "u", "action": "e"}},
+            },
+        ],
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = cli("validate", "--config", str(path))
+    assert result.returncode == 1
+    assert "error: topics[0].schema:" in result.stdout
+    cfg["topics"][0] = {
+        "name": "b",
+        "format": "json",
+        "transform": {"function": "no_such_module:fn"},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    result = cli("validate", "--config", str(path))
+    assert result.returncode == 1
+    assert "error: topics[0].transform.function: module 'no_such_module' not found" in (
+        result.stdout
+    )
+
+
+def test_validate_lists_problems_of_every_topic_at_once(tmp_path: Path) -> None:
+    mapping = {"mapping": {"type": "event", "customer_id": "u", "action": "e"}}
+    cfg = {
+        "moengage": {"base_url": "http://127.0.0.1:9"},
+        "kafka": {"bootstrap.servers": "127.0.0.1:1", "group.id": "g"},
+        "topics": [
+            {"name": "a", "format": "avro", "schema": "missing.avsc", "transform": mapping},
+            {"name": "b", "format": "json", "transform": {"function": "nope_mod:fn"}},
+        ],
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = cli("validate", "--config", str(path)).stdout
+    assert "error: topics[0].schema:" in out
+    assert "error: topics[1].transform.function:" in out
+
+
+def test_preview_prints_elements_for_a_real_topic_without_committing(
+    broker: LocalBroker, names: Callable[[str], str], tmp_path: Path
+) -> None:
+    topic = fresh_topic(broker, names("preview"), 2)
+    _, schema = load_schema("event")
+    rows = list(events(6, 3))
+    rows[4]["event_name"] = ""  # an empty action name: preview shows the error, not a crash
+    produce(broker.bootstrap, topic, [(e["user_id"].encode(), encode_raw(schema, e)) for e in rows])
+    group = names("group")
+    cfg = base_config(
+        broker,
+        "http://127.0.0.1:9",
+        group,
+        [
+            {
+                "name": topic,
+                "format": "avro",
+                "schema": str(ROOT / "schemas" / "event.avsc"),
+                "transform": {
+                    "mapping": {
+                        "type": "event",
+                        "customer_id": "user_id",
+                        "action": "event_name",
+                        "current_time": "event_time",
+                    }
+                },
+            },
+        ],
+    )
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = cli(
+        "preview", "--config", str(path), "--topic", topic, "--limit", "6", "--timeout", "5"
+    )
+    assert result.returncode == 0, result.stderr
+    docs = [orjson.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(docs) == 6
+    ok = [d for d in docs if "elements" in d]
+    bad = [d for d in docs if "error" in d]
+    assert len(ok) == 5
+    assert len(bad) == 1
+    assert "action.empty" in bad[0]["error"]
+    assert all(d["elements"][0]["type"] == "event" for d in ok)
+    assert {d["elements"][0]["customer_id"] for d in ok} <= {e["user_id"] for e in rows}
+    assert "nothing committed" in result.stdout
+    assert all(off < 0 for off in committed_offsets(broker.bootstrap, group, topic).values())
