@@ -466,8 +466,7 @@ def resolve_credentials(
         problems.append(
             (
                 "moengage.api_key",
-                "not set: set MOENGAGE_API_KEY or MOENGAGE_API_KEY_FILE "
-                "(or moengage.api_key_file)",
+                "not set: set MOENGAGE_API_KEY or MOENGAGE_API_KEY_FILE (or moengage.api_key_file)",
             )
         )
     if problems:

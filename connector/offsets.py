@@ -119,7 +119,7 @@ class OffsetLedger:
             mark = tracker.watermark()
             if mark is not None and (tracker.committed is None or mark > tracker.committed):
                 final[key] = mark
-            for slot in tracker._pending:  # noqa: SLF001 - the ledger owns its trackers
+            for slot in tracker._pending:
                 self.forget(slot)
         return final
 

@@ -235,7 +235,9 @@ class Delivery:
         if len(batch) == 1:
             self.stats.rejected_elements += 1
             rule = "api.too_large" if answer.verdict is Verdict.TOO_LARGE else "api.rejected"
-            err = RejectedByApiError(f"MoEngage refused the element: {answer.describe()}", rule=rule)
+            err = RejectedByApiError(
+                f"MoEngage refused the element: {answer.describe()}", rule=rule
+            )
             self._on_rejected(batch.slots[0], err)
             return
         log.info(
