@@ -13,6 +13,7 @@ wait up to the grace period for in-flight requests, commit, close the consumer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from confluent_kafka import KafkaError, Message
 
 from connector.batching import Cost, ElementTooLarge
 from connector.config import Credentials, Settings
+from connector.deadletter import DeadLetterWriter, producer_config
 from connector.elements import Element, ElementValidator
 from connector.errors import (
     BadRecordError,
@@ -56,6 +58,7 @@ class ExitCode(IntEnum):
     BAD_RECORD = 4
     SCHEMA_REGISTRY = 5
     KAFKA = 6
+    DEAD_LETTER = 7
 
 
 @dataclass(slots=True)
@@ -63,6 +66,9 @@ class RunStats:
     records: int = 0
     elements: int = 0
     filtered: int = 0
+    bad_records: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
     commits: int = 0
     committed: dict[TopicPartitionKey, int] = field(default_factory=dict)
 
@@ -148,6 +154,10 @@ class Connector:
         self._session = session
         self.pipelines = build_pipelines(settings)
         self.validator = build_validator(settings)
+        self.topic_specs = {t.name: t for t in settings.topics}
+        self.dlq: DeadLetterWriter | None = None
+        if any(t.error_policy == "dlq" for t in settings.topics):
+            self.dlq = DeadLetterWriter(producer_config(settings.librdkafka_config()))
         self.ledger = OffsetLedger()
         self.stats = RunStats()
         self._stop = asyncio.Event()
@@ -228,6 +238,8 @@ class Connector:
                 if self._stop.is_set():
                     break
                 await self._handle(msg, now)
+            if self.dlq is not None:
+                self.dlq.poll()
             self.delivery.flush_lingering(loop.time(), linger)
             if self.delivery.fatal is not None:
                 self._fail(self.delivery.fatal, ExitCode.FATAL_API)
@@ -254,6 +266,8 @@ class Connector:
                 )
             if self.delivery.fatal is not None:
                 self._fail(self.delivery.fatal, ExitCode.FATAL_API)
+        if self.dlq is not None and self.dlq.flush(grace):
+            log.warning("dead_letter_unconfirmed", note="those records are not committed")
         await self.commit()
         self._closing = True
         await self.source.close()
@@ -279,11 +293,15 @@ class Connector:
         raw = msg.value()
         slot = tracker.track(offset, len(raw) if raw else 0)
         self.stats.records += 1
+        if self.topic_specs[topic].error_policy == "dlq":
+            slot.msg = msg  # an element MoEngage rejects later is dead-lettered as this record
         try:
             encoded = await self._elements(msg, topic, raw)
         except BadRecordError as e:
-            self._bad_record(slot, e.at(RecordRef(topic, partition, offset)))
+            self._bad_record(slot, e.at(RecordRef(topic, partition, offset)), msg)
             return
+        except SchemaRegistryError:
+            return  # the connector is stopping; this record keeps its hold and is not committed
         if not encoded:
             self.stats.filtered += 1
         assert self.delivery is not None
@@ -319,29 +337,67 @@ class Connector:
             except SchemaRegistryError as e:
                 if attempt == 5:
                     self._fail(e, ExitCode.SCHEMA_REGISTRY)
-                    raise BadRecordError(str(e), rule="schema_registry.unreachable") from e
+                    raise  # not bad input: the record is fine, the registry is not
                 log.warning("schema_registry_retry", error=str(e), delay_s=delay)
                 await asyncio.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _bad_record(self, slot: Slot, error: BadRecordError) -> None:
-        """Bad input under the ``fail`` policy: stop, never committing past this record."""
-        log.error(
-            "bad_record",
-            topic=error.ref.topic if error.ref else None,
-            partition=error.ref.partition if error.ref else None,
-            offset=error.ref.offset if error.ref else None,
-            stage=error.stage,
-            rule=error.rule,
-            error=error.message,
-        )
-        # The slot keeps its hold, so the watermark can never pass this record.
-        self._fail(error, ExitCode.BAD_RECORD)
+    def _bad_record(self, slot: Slot, error: BadRecordError, msg: Message | None) -> None:
+        """Route bad input per its topic's policy. ``slot`` holds one count for this failure
+        (the record's hold, or the element MoEngage rejected); it is released only by ``skip``
+        or by a confirmed dead-letter write, never under ``fail``."""
+        ref = error.ref
+        assert ref is not None
+        spec = self.topic_specs[ref.topic]
+        policy = spec.error_policy
+        self.stats.bad_records += 1
+        fields: dict[str, Any] = {
+            "topic": ref.topic,
+            "partition": ref.partition,
+            "offset": ref.offset,
+            "stage": error.stage,
+            "rule": error.rule,
+            "error": error.message,
+            "policy": policy,
+        }
+        message = msg if msg is not None else cast(Message | None, slot.msg)
+        if self.settings.logging.log_record_contents and message is not None:
+            fields["value"] = repr((message.value() or b"")[:1024])
+        (log.error if policy == "fail" else log.warning)("bad_record", **fields)
+        if policy == "fail":
+            self._fail(error, ExitCode.BAD_RECORD)  # the count is never released
+            return
+        if policy == "skip" or slot.dead_lettered:
+            # skip: counted and logged; a second rejected element of a record already being
+            # dead-lettered: that write (which holds its own count) covers the whole record.
+            self.stats.skipped += policy == "skip"
+            slot.ack()
+            return
+        assert self.dlq is not None
+        assert spec.dead_letter_topic is not None
+        assert message is not None
+        slot.dead_lettered = True
+        dlq_topic = spec.dead_letter_topic
+
+        def confirmed(err: KafkaError | None) -> None:
+            if err is None:
+                self.stats.dead_lettered += 1
+                slot.ack()  # only now may the record's offset be committed
+                return
+            log.error("dead_letter_failed", topic=dlq_topic, error=err.str(), **fields)
+            self._fail(
+                ConnectorError(f"dead-letter write to {dlq_topic} failed: {err.str()}"),
+                ExitCode.DEAD_LETTER,
+            )
+
+        self.dlq.send(dlq_topic, message, error, confirmed)
 
     def _rejected_by_api(self, slot: Slot, error: BadRecordError) -> None:
         topic, partition = slot.owner.key
-        self._bad_record(slot, error.at(RecordRef(topic, partition, slot.offset)))
+        if not slot.owner.active:
+            return  # revoked meanwhile: the new owner re-reads and judges the record itself
+        self._bad_record(slot, error.at(RecordRef(topic, partition, slot.offset)), None)
 
     # ----- committing and backpressure ----------------------------------------------------------
 
@@ -385,13 +441,12 @@ class Connector:
         """Give in-flight work for these partitions a bounded time, then hand back watermarks."""
         if not self._closing and self.delivery is not None and self.delivery.fatal is None:
             self.delivery.flush_all()
-            deadline = asyncio.get_running_loop().time() + min(
-                10.0, self.settings.pipeline.shutdown_grace_seconds
-            )
-            while (
-                self.ledger.pending_records(keys) and asyncio.get_running_loop().time() < deadline
-            ):
-                await asyncio.sleep(0.05)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + min(10.0, self.settings.pipeline.shutdown_grace_seconds)
+            while self.ledger.pending_records(keys) and loop.time() < deadline:
+                self.delivery.progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.delivery.progress.wait(), deadline - loop.time())
         return self.ledger.revoke(keys)
 
     async def _on_lost(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:

@@ -52,6 +52,17 @@ class Batch:
         mid = len(self.parts) // 2
         return self._sub(0, mid), self._sub(mid, len(self.parts))
 
+    def owned(self) -> Batch:
+        """The elements whose partitions are still assigned here (revoked ones are dropped:
+        their new owner reads those records again)."""
+        keep = [i for i, s in enumerate(self.slots) if s.owner.active]
+        if len(keep) == len(self.parts):
+            return self
+        parts = [self.parts[i] for i in keep]
+        sub = Batch(parts=parts, slots=[self.slots[i] for i in keep], customers=self.customers)
+        sub.size = ENVELOPE_BYTES + sum(len(p) for p in parts) + max(len(parts) - 1, 0)
+        return sub
+
     def singles(self) -> Iterator[Batch]:
         for i in range(len(self.parts)):
             yield self._sub(i, i + 1)

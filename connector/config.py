@@ -174,13 +174,26 @@ class TopicSpec(_Frozen):
     format: Literal["confluent", "avro", "json"] = "confluent"
     schema_file: Path | None = Field(default=None, alias="schema")
     transform: TransformSpec
-    on_error: Literal["fail"] = "fail"
+    on_error: Literal["fail", "skip", "dlq"] | None = Field(
+        default=None, description="default: 'dlq' when dead_letter_topic is set, else 'fail'"
+    )
+    dead_letter_topic: str | None = None
 
     @model_validator(mode="after")
     def _schema_for_raw_avro(self) -> TopicSpec:
         if self.format == "avro" and self.schema_file is None:
             raise ValueError("format 'avro' (raw Avro) needs 'schema': the path of an .avsc file")
+        if self.on_error == "dlq" and not self.dead_letter_topic:
+            raise ValueError("on_error 'dlq' needs 'dead_letter_topic'")
+        if self.dead_letter_topic == self.name:
+            raise ValueError("dead_letter_topic must differ from the topic itself")
         return self
+
+    @property
+    def error_policy(self) -> Literal["fail", "skip", "dlq"]:
+        if self.on_error is not None:
+            return self.on_error
+        return "dlq" if self.dead_letter_topic else "fail"
 
 
 # ----- sections ---------------------------------------------------------------------------------

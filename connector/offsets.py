@@ -22,13 +22,15 @@ TopicPartitionKey = tuple[str, int]
 class Slot:
     """One record's outstanding work. ``remaining`` reaches zero when the record is delivered."""
 
-    __slots__ = ("offset", "owner", "remaining", "size")
+    __slots__ = ("dead_lettered", "msg", "offset", "owner", "remaining", "size")
 
     def __init__(self, owner: PartitionTracker, offset: int, size: int) -> None:
         self.owner = owner
         self.offset = offset
         self.size = size
         self.remaining = 1  # the hold, released once every element has been handed to a batch
+        self.msg: object = None  # the Kafka message, kept only if a dead-letter write may need it
+        self.dead_lettered = False
 
     def add_element(self) -> None:
         self.remaining += 1
@@ -74,6 +76,7 @@ class PartitionTracker:
         return slot
 
     def record_done(self, slot: Slot) -> None:
+        slot.msg = None
         self.ledger.forget(slot)
 
     def watermark(self) -> int | None:

@@ -42,6 +42,9 @@ FAULT_CHECKS: dict[str, Callable[[object], bool]] = {
     "latency_ms": lambda v: _is_number(v) and v >= 0,
     "outage": lambda v: isinstance(v, bool),
     "suspended": lambda v: isinstance(v, bool),
+    "ack_delay_ms": lambda v: _is_number(v) and v >= 0,
+    "ack_delay_count": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "fail_customers": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
 }
 
 
@@ -106,11 +109,18 @@ async def _data_request(request: web.Request, *, export: bool) -> web.Response:
         else:
             state.transition(raw, request_id)
             response = _json({"status": "success", "message": ACCEPTED_MESSAGE})
+            if state.faults.ack_delay_count > 0:
+                state.faults.ack_delay_count -= 1
+                await asyncio.sleep(state.faults.ack_delay_ms / 1000)
         error_type = None
     except ApiError as err:
         response = _error(err, request_id, state.settings.retry_after)
         error_type = err.error_type
     state.count(response.status)
+    retry_after = response.headers.get("Retry-After")
+    state.attempts.append(
+        (time.time(), response.status, float(retry_after) if retry_after else None)
+    )
     # Accepted requests only at debug: a benchmark sends thousands a second.
     emit = log.debug if error_type is None else log.info
     emit(
@@ -164,6 +174,11 @@ async def _requests(request: web.Request) -> web.Response:
     return _json(list(request.app[STATE].requests))
 
 
+async def _attempts(request: web.Request) -> web.Response:
+    """Every answered data request in order: ``[unix_time, status, retry_after_or_null]``."""
+    return _json(list(request.app[STATE].attempts))
+
+
 async def _reset(request: web.Request) -> web.Response:
     request.app[STATE].reset()
     return _json({"status": "reset"})
@@ -177,6 +192,9 @@ def _faults_json(state: SandboxState) -> dict[str, Any]:
         "latency_ms": faults.latency_ms,
         "outage": faults.outage,
         "suspended": faults.suspended,
+        "ack_delay_ms": faults.ack_delay_ms,
+        "ack_delay_count": faults.ack_delay_count,
+        "fail_customers": faults.fail_customers,
     }
 
 
@@ -218,6 +236,7 @@ def create_app(settings: SandboxSettings, *, clock: Clock = time.monotonic) -> w
     app.router.add_get("/_sandbox/users/{customer_id}", _user)
     app.router.add_delete("/_sandbox/users/{customer_id}", _delete_user)
     app.router.add_get("/_sandbox/requests", _requests)
+    app.router.add_get("/_sandbox/attempts", _attempts)
     app.router.add_get("/_sandbox/faults", _get_faults)
     app.router.add_post("/_sandbox/faults", _set_faults)
     app.router.add_post("/_sandbox/reset", _reset)

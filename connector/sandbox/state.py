@@ -98,6 +98,12 @@ class Faults:
     latency_ms: float
     outage: bool = False
     suspended: bool = False
+    # Accept the next ``ack_delay_count`` requests, then hold the 200 back for ``ack_delay_ms``:
+    # a client that times out meanwhile resends data the account already has (a duplicate).
+    ack_delay_ms: float = 0.0
+    ack_delay_count: int = 0
+    # Answer ``fail_status`` to any Bulk request holding one of these customer ids.
+    fail_customers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -131,6 +137,8 @@ class SandboxState:
         self.window = SlidingWindow(settings.window_seconds)
         self.export_window = SlidingWindow(settings.window_seconds)
         self.requests: deque[JsonDict] = deque(maxlen=settings.keep_requests)
+        # Every answered data request: (unix time, status, Retry-After sent or None).
+        self.attempts: deque[tuple[float, int, float | None]] = deque(maxlen=settings.keep_requests)
         self._record: IO[bytes] | None = None
 
     def mark_started(self) -> None:
@@ -172,6 +180,10 @@ class SandboxState:
         """Validate, budget and apply one Bulk Import body (seed 000), or raise why not."""
         body = decode_object(raw, MALFORMED_BULK)
         elements = validate_transition(body)
+        if self.faults.fail_customers:
+            blocked = set(self.faults.fail_customers)
+            if any(e.get("customer_id") in blocked for e in elements):
+                raise ApiError(self.faults.fail_status, SERVER_ERROR, "Server Error")
         cost = transition_cost(elements, self.settings.device_cost)
         limits = (self.settings.users_per_minute, self.settings.events_per_minute)
         now = self.clock()
@@ -284,6 +296,7 @@ class SandboxState:
         self.window.entries.clear()
         self.export_window.entries.clear()
         self.requests.clear()
+        self.attempts.clear()
 
     def close(self) -> None:
         if self._record is not None:

@@ -100,6 +100,7 @@ class Delivery:
         self.degraded = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self.progress = asyncio.Event()  # set whenever a request finished: waiters re-check
         self._workers: list[asyncio.Task[None]] = []
 
     # ----- producer side (called from the run loop, synchronously) ------------------------------
@@ -192,9 +193,17 @@ class Delivery:
         attempt = 0
         body = batch.body()
         while True:
+            owned = batch.owned()
+            if owned is not batch:  # partitions were revoked while this waited or retried
+                if not owned.parts:
+                    return
+                share = len(owned) / len(batch)
+                batch, body = owned, owned.body()
+                users, events = round(users * share), round(events * share)
             await self._pay(users, events)
             answer = await self._client.post(body)
             self._count(answer, len(body))
+            self.progress.set()
             verdict = answer.verdict
             if verdict is Verdict.ACCEPTED:
                 self.degraded = False

@@ -652,3 +652,46 @@ def test_run_announces_its_address_and_stops_on_sigterm(monkeypatch: pytest.Monk
 
 def test_settings_repr_leaves_the_api_key_out() -> None:
     assert "s3cret-key" not in repr(SandboxSettings(api_key="s3cret-key"))
+
+
+# ----- faults added for the fault-injection suite -------------------------------------------------
+
+
+async def admin(client: Client, body: Json) -> Json:
+    async with client.post("/_sandbox/faults", json=body) as r:
+        assert r.status == 200
+        result: Json = await r.json()
+        return result
+
+
+async def get(client: Client, path: str) -> Any:
+    async with client.get(path) as r:
+        return await r.json()
+
+
+async def test_fail_customers_fails_only_requests_holding_those_customers(sandbox: Start) -> None:
+    client = await sandbox()
+    await admin(client, {"fail_customers": ["blocked"], "fail_status": 503})
+    blocked, _, _ = await send(client, bulk(customer("blocked"), customer("fine")))
+    fine, _, _ = await send(client, bulk(customer("fine")))
+    assert (blocked, fine) == (503, 200)
+    assert set(await get(client, "/_sandbox/users")) == {"fine"}
+
+
+async def test_ack_delay_accepts_first_then_answers(sandbox: Start) -> None:
+    client = await sandbox()
+    await admin(client, {"ack_delay_ms": 1, "ack_delay_count": 1})
+    status, _, _ = await send(client, bulk(customer("late")))
+    assert status == 200
+    assert (await get(client, "/_sandbox/faults"))["ack_delay_count"] == 0
+    assert "late" in await get(client, "/_sandbox/users")
+
+
+async def test_attempts_lists_every_answer_with_its_retry_after(sandbox: Start) -> None:
+    client = await sandbox(users_per_minute=1)
+    await send(client, bulk(customer("a")))
+    await send(client, bulk(customer("b")))
+    attempts = await get(client, "/_sandbox/attempts")
+    assert [a[1] for a in attempts] == [200, 429]
+    assert attempts[0][2] is None
+    assert attempts[1][2] >= 1
