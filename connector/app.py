@@ -253,6 +253,11 @@ class Connector:
         assert self.source is not None
         assert self.delivery is not None
         grace = self.settings.pipeline.shutdown_grace_seconds
+        log.info(
+            "connector_stopping",
+            reason=str(self.failure) if self.failure else "signal",
+            pending_records=self.ledger.pending_records(),
+        )
         if self.exit_code != ExitCode.FATAL_API:
             self.delivery.flush_all()
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import uuid
 from collections.abc import Sequence
@@ -113,7 +114,15 @@ def _configure_logging(settings: Settings) -> None:
     configure(settings.logging.level, settings.logging.format)
 
 
+def _stop_during_startup(signum: int, _frame: object) -> None:
+    # Nothing has been read yet, so there is nothing to drain or commit: a clean exit.
+    raise SystemExit(0)
+
+
 def _run(args: argparse.Namespace) -> int:
+    # Until the run loop installs its own handlers, SIGTERM/SIGINT mean "stop before starting".
+    signal.signal(signal.SIGTERM, _stop_during_startup)
+    signal.signal(signal.SIGINT, _stop_during_startup)
     from connector.app import Connector  # noqa: PLC0415 - keep `--help` fast
     from connector.observability.logging import register_basic_auth, register_secret  # noqa: PLC0415
 
