@@ -166,6 +166,7 @@ class Connector:
         self._closing = False
         self.delivery: Delivery | None = None
         self.source: KafkaSource | None = None
+        self.budget: Budget | None = None
 
     # ----- lifecycle ----------------------------------------------------------------------------
 
@@ -194,13 +195,21 @@ class Connector:
             self._credentials.api_key,
             m.request_timeout_seconds,
         )
+        self.budget = Budget(
+            m.users_per_minute,
+            m.events_per_minute,
+            loop.time(),
+            window=m.rate_window_seconds,
+            share=m.rate_share or 1.0,
+        )
         self.delivery = Delivery(
             client,
-            Budget(m.users_per_minute, m.events_per_minute, loop.time()),
+            self.budget,
             lanes=m.max_in_flight,
             max_request_bytes=m.max_request_bytes,
             retry=RetryPolicy(m.retry_initial_ms / 1000, m.retry_max_ms / 1000),
             on_rejected=self._rejected_by_api,
+            coalesce=m.coalesce,
         )
         self.source = KafkaSource(
             self.settings.librdkafka_config(),
@@ -310,14 +319,14 @@ class Connector:
         if not encoded:
             self.stats.filtered += 1
         assert self.delivery is not None
-        for data, cost, customer in encoded:
-            self.delivery.add(data, slot, cost, customer, now)
+        for data, cost, customer, element in encoded:
+            self.delivery.add(data, slot, cost, customer, now, element=element)
         self.stats.elements += len(encoded)
         slot.release()
 
     async def _elements(
         self, msg: Message, topic: str, raw: bytes | None
-    ) -> list[tuple[bytes, Cost, str]]:
+    ) -> list[tuple[bytes, Cost, str, Element]]:
         """Decode, transform, validate and encode one record; raise BadRecordError if it can't."""
         pipe = self.pipelines[topic]
         record = record_from_message(msg, await self._decode(pipe, raw))
@@ -330,7 +339,8 @@ class Connector:
                 self.delivery.check_fits_alone(data)
             except ElementTooLarge as e:
                 raise ValidationError(str(e), rule="element.too_large") from None
-            out.append((data, element_cost(element), self.validator.customer_key(element)))
+            cost = element_cost(element, self.settings.moengage.device_cost)
+            out.append((data, cost, self.validator.customer_key(element), element))
         return out
 
     async def _decode(self, pipe: TopicPipeline, raw: bytes | None) -> Any:
@@ -438,8 +448,26 @@ class Connector:
 
     # ----- rebalance hooks (run on the loop, called from the Kafka thread) ----------------------
 
+    def _update_share(self, owned: int) -> None:
+        """This instance's part of the account budget: its partitions out of all of them."""
+        assert self.source is not None
+        total = self.source.total_partitions
+        if self.settings.moengage.rate_share is not None or not total or self.budget is None:
+            return
+        self.budget.set_share(owned / total)
+        log.info(
+            "budget_share",
+            owned_partitions=owned,
+            total_partitions=total,
+            share=round(self.budget.share, 4),
+            users_per_window=self.budget.max_users,
+            events_per_window=self.budget.max_events,
+        )
+
     async def _on_assign(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         self.ledger.assign(keys)
+        assert self.source is not None
+        self._update_share(len(self.source.assignment))
         return {}
 
     async def _on_revoke(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
@@ -452,7 +480,10 @@ class Connector:
                 self.delivery.progress.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.delivery.progress.wait(), deadline - loop.time())
-        return self.ledger.revoke(keys)
+        final = self.ledger.revoke(keys)
+        if self.source is not None:
+            self._update_share(len(self.source.assignment - set(keys)))
+        return final
 
     async def _on_lost(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         self.ledger.revoke(keys)  # lost: the group moved on; committing would be stale

@@ -2,23 +2,46 @@
 
 Each element is encoded to JSON exactly once; a body is ``PREFIX + b",".join(parts) + SUFFIX``, so
 its size is known exactly and tracked incrementally instead of re-measured. A batch also closes
-before it would need more users or events than the rate-limit buckets can ever hold, so it can
-always be sent eventually. Pure: no HTTP, no clock.
+before it would cost more users or events than the rate-limit budget allows one request, so it can
+always be sent eventually.
+
+Coalescing (on by default): an event whose element differs from the customer's latest element in
+this batch only by its actions is appended to that element's ``actions`` (spliced into the bytes,
+no re-encoding of the rest); a customer update whose latest element in the batch is a customer
+update is merged into it (later values win), so the users/min budget is spent once. Only the
+customer's *latest* element is ever merged into, so one customer's updates and events keep their
+order. Pure: no HTTP, no clock.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
 
 from connector.offsets import Slot
 
 PREFIX = b'{"type":"transition","elements":['
 SUFFIX = b"]}"
 ENVELOPE_BYTES = len(PREFIX) + len(SUFFIX)
+ACTIONS_KEY = b'"actions":['
+# Array operations (seed 002) must reach MoEngage as sent: never merged.
+ARRAY_OPERATIONS = frozenset({"addValueToArrayField", "removeValueFromArrayField"})
+EVENT_KEYS = frozenset({"type", "customer_id", "device_id", "actions"})
 
 _batch_ids = itertools.count(1)
+
+
+class CostLimits(Protocol):
+    """The most users/events one request may cost (the rate-limit budget, read live)."""
+
+    @property
+    def max_users(self) -> int | None: ...
+
+    @property
+    def max_events(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +52,19 @@ class Cost:
     events: int = 0
 
 
+def _size(parts: list[bytes]) -> int:
+    return ENVELOPE_BYTES + sum(len(p) for p in parts) + max(len(parts) - 1, 0)
+
+
 @dataclass(slots=True, eq=False)
 class Batch:
-    """Elements bound for one request, with the records they came from."""
+    """Elements bound for one request, and for each record slot the element it rode in."""
 
     parts: list[bytes] = field(default_factory=list)
     slots: list[Slot] = field(default_factory=list)
-    customers: set[str] = field(default_factory=set)
+    slot_part: list[int] = field(default_factory=list)
+    latest: dict[str, int] = field(default_factory=dict)  # customer → index of its latest part
+    updates: dict[int, dict[str, Any]] = field(default_factory=dict)  # part → customer element
     size: int = ENVELOPE_BYTES
     users: int = 0
     events: int = 0
@@ -48,30 +77,30 @@ class Batch:
         return PREFIX + b",".join(self.parts) + SUFFIX
 
     def split(self) -> tuple[Batch, Batch]:
-        """Two halves in order (for 413 and for bisecting a 400)."""
+        """Two halves in order (for 413, for bisecting a 400, for a shrunken budget)."""
         mid = len(self.parts) // 2
-        return self._sub(0, mid), self._sub(mid, len(self.parts))
+        return self._select(range(mid)), self._select(range(mid, len(self.parts)))
 
     def owned(self) -> Batch:
-        """The elements whose partitions are still assigned here (revoked ones are dropped:
-        their new owner reads those records again)."""
-        keep = [i for i, s in enumerate(self.slots) if s.owner.active]
+        """The elements that still carry a record of a partition assigned here (the new owner
+        of a revoked partition reads those records again)."""
+        keep = sorted(
+            {p for s, p in zip(self.slots, self.slot_part, strict=True) if s.owner.active}
+        )
         if len(keep) == len(self.parts):
             return self
-        parts = [self.parts[i] for i in keep]
-        sub = Batch(parts=parts, slots=[self.slots[i] for i in keep], customers=self.customers)
-        sub.size = ENVELOPE_BYTES + sum(len(p) for p in parts) + max(len(parts) - 1, 0)
-        return sub
+        return self._select(keep)
 
-    def singles(self) -> Iterator[Batch]:
-        for i in range(len(self.parts)):
-            yield self._sub(i, i + 1)
-
-    def _sub(self, start: int, stop: int) -> Batch:
-        parts = self.parts[start:stop]
-        sub = Batch(parts=parts, slots=self.slots[start:stop], customers=self.customers)
-        sub.size = ENVELOPE_BYTES + sum(len(p) for p in parts) + max(len(parts) - 1, 0)
-        # Cost is not re-derived for halves: they are retried under the parent's spent budget.
+    def _select(self, indices: range | list[int]) -> Batch:
+        remap = {old: new for new, old in enumerate(indices)}
+        sub = Batch(parts=[self.parts[i] for i in indices])
+        for slot, part in zip(self.slots, self.slot_part, strict=True):
+            new = remap.get(part)
+            if new is not None:
+                sub.slots.append(slot)
+                sub.slot_part.append(new)
+        sub.size = _size(sub.parts)
+        # Cost is not re-derived for a part of a batch: the caller shares the parent's cost out.
         return sub
 
 
@@ -91,39 +120,136 @@ class Batcher:
     """Accumulates elements; hands back a full batch whenever the next element would not fit."""
 
     def __init__(
-        self,
-        max_bytes: int,
-        max_users: int | None = None,
-        max_events: int | None = None,
+        self, max_bytes: int, limits: CostLimits | None = None, *, coalesce: bool = False
     ) -> None:
         self.max_bytes = max_bytes
-        self.max_users = max_users
-        self.max_events = max_events
+        self.limits = limits
+        self.coalesce = coalesce
         self.current = Batch()
+        self.coalesced_events = 0
+        self.coalesced_updates = 0
 
     def check_fits_alone(self, encoded: bytes) -> None:
         if len(encoded) + ENVELOPE_BYTES > self.max_bytes:
             raise ElementTooLarge(len(encoded), self.max_bytes)
 
-    def add(self, encoded: bytes, slot: Slot, cost: Cost, customer: str) -> Batch | None:
+    def _over_cost(self, cur: Batch, users: int, events: int) -> bool:
+        limits = self.limits
+        if limits is None:
+            return False
+        mu, me = limits.max_users, limits.max_events
+        return (mu is not None and cur.users + users > mu) or (
+            me is not None and cur.events + events > me
+        )
+
+    def add(
+        self,
+        encoded: bytes,
+        slot: Slot,
+        cost: Cost,
+        customer: str,
+        *,
+        element: dict[str, Any] | None = None,
+    ) -> Batch | None:
         """Add one element (already checked to fit alone). Returns the batch it closed, if any."""
-        closed = None
         cur = self.current
+        if (
+            element is not None
+            and self.coalesce
+            and customer in cur.latest
+            and self._merge(cur, encoded, slot, cost, customer=customer, element=element)
+        ):
+            return None
+        closed = None
         if cur.parts and (
             cur.size + len(encoded) + 1 > self.max_bytes
-            or (self.max_users is not None and cur.users + cost.users > self.max_users)
-            or (self.max_events is not None and cur.events + cost.events > self.max_events)
+            or self._over_cost(cur, cost.users, cost.events)
         ):
             closed = cur
             cur = self.current = Batch()
-        cur.size += len(encoded) + (1 if cur.parts else 0)
+        index = len(cur.parts)
+        cur.size += len(encoded) + (1 if index else 0)
         cur.parts.append(encoded)
         cur.slots.append(slot)
-        cur.customers.add(customer)
+        cur.slot_part.append(index)
+        cur.latest[customer] = index
+        if element is not None and self.coalesce and element.get("type") == "customer":
+            cur.updates[index] = element
         cur.users += cost.users
         cur.events += cost.events
         slot.add_element()
         return closed
+
+    def _merge(
+        self,
+        cur: Batch,
+        encoded: bytes,
+        slot: Slot,
+        cost: Cost,
+        *,
+        customer: str,
+        element: dict[str, Any],
+    ) -> bool:
+        index = cur.latest[customer]
+        old = cur.parts[index]
+        kind = element.get("type")
+        merged_update = None
+        if kind == "event":
+            new = self._merge_event(old, encoded, element)
+            extra_users = 0
+        elif kind == "customer":
+            merged_update = self._merge_update(cur.updates.get(index), element)
+            new = orjson.dumps(merged_update) if merged_update is not None else None
+            extra_users = 0  # the point of merging updates: one user spent, not two
+        else:
+            return False
+        if new is None:
+            return False
+        delta = len(new) - len(old)
+        if cur.size + delta > self.max_bytes or self._over_cost(cur, extra_users, cost.events):
+            return False
+        cur.parts[index] = new
+        cur.size += delta
+        cur.events += cost.events
+        cur.slots.append(slot)
+        cur.slot_part.append(index)
+        if merged_update is not None:
+            cur.updates[index] = merged_update
+            self.coalesced_updates += 1
+        else:
+            self.coalesced_events += 1
+        slot.add_element()
+        return True
+
+    @staticmethod
+    def _merge_event(old: bytes, encoded: bytes, element: dict[str, Any]) -> bytes | None:
+        # Only plain events (customer id, optional device id, actions last): their bytes before
+        # '"actions":[' hold no nested objects, so equal prefixes mean "same customer and device".
+        if not (element.keys() <= EVENT_KEYS and next(reversed(element)) == "actions"):
+            return None
+        cut = encoded.find(ACTIONS_KEY)
+        if cut < 0 or old[: cut + len(ACTIONS_KEY)] != encoded[: cut + len(ACTIONS_KEY)]:
+            return None
+        if not (old.endswith(b"]}") and encoded.endswith(b"]}")):
+            return None
+        return old[:-2] + b"," + encoded[cut + len(ACTIONS_KEY) : -2] + b"]}"
+
+    @staticmethod
+    def _merge_update(
+        previous: dict[str, Any] | None, element: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        if previous is None:
+            return None
+        for key in ("customer_id", "update_existing_only"):
+            if previous.get(key) != element.get(key):
+                return None
+        if set(element) - {"type", "customer_id", "update_existing_only", "attributes"}:
+            return None
+        old_attrs = previous.get("attributes") or {}
+        new_attrs = element.get("attributes") or {}
+        if ARRAY_OPERATIONS & (old_attrs.keys() | new_attrs.keys()):
+            return None
+        return {**previous, "attributes": {**old_attrs, **new_attrs}}
 
     def flush(self) -> Batch | None:
         """Close the current batch (linger elapsed, shutdown, or backpressure)."""

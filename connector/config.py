@@ -214,6 +214,20 @@ class MoEngageSettings(_Frozen):
     retry_max_ms: int = Field(default=30_000, ge=1)
     users_per_minute: int | None = Field(default=1000, ge=1)
     events_per_minute: int | None = Field(default=10_000, ge=1)
+    rate_window_seconds: float = Field(
+        default=60.0, gt=0, description="the window the per-minute limits apply to (tests scale it)"
+    )
+    rate_share: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="static share of the account budget; default: owned/total partitions",
+    )
+    device_cost: int = Field(default=1, ge=0, description="users a device element spends")
+    coalesce: bool = Field(
+        default=True,
+        description="merge a customer's consecutive events/updates in a request into one element",
+    )
 
     @field_validator("data_center")
     @classmethod

@@ -41,9 +41,7 @@ DoneCallback = Callable[[KafkaError | None], None]
 
 def producer_config(consumer_config: dict[str, Any]) -> dict[str, Any]:
     """Connection and security settings of the consumer, for a producer on the same cluster."""
-    base = {
-        k: v for k, v in consumer_config.items() if not k.startswith(_CONSUMER_ONLY_PREFIXES)
-    }
+    base = {k: v for k, v in consumer_config.items() if not k.startswith(_CONSUMER_ONLY_PREFIXES)}
     return {
         **base,
         "enable.idempotence": True,

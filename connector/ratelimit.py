@@ -1,15 +1,179 @@
-"""The account's per-minute budgets (seed 001: 1,000 users/min, 10,000 events/min) as buckets.
+"""The account's per-minute budgets (seed 001: 1,000 users/min, 10,000 events/min).
 
-A bucket holds at most one minute's worth of tokens and refills continuously. A request is sent only
-when every bucket can pay for all of it; the batcher never builds a request that costs more than a
-bucket can hold, so every request can be paid for eventually. Pure: the caller passes the time.
+MoEngage counts users and events per minute for the whole account, so the budget is a *sliding
+window*: a request is sent only if what this instance spent in the last ``window`` seconds plus
+the request's cost stays within its limit. (A token bucket holding a minute's worth could spend
+twice the limit inside one minute and draw 429s.)
+
+Each instance of a consumer group spends ``share`` of the account budget: the partitions it owns
+out of all partitions of its topics, recomputed on every assignment change, so the group as a
+whole stays within the account's limits without a coordinator.
+
+On a 429 the rejected request is refunded (the server did not count it) and what the server *did*
+accept in the window becomes the ceiling: the rate drops to 95 % of it at once (or halves when
+nothing was accepted), then grows back additively (a tenth of the configured limit per window) up
+to that 95 %, and probes above the ceiling only after 30 windows without a 429. A misconfigured or
+shared budget therefore converges instead of hammering the API. Entries leave the window 2 %
+late, which absorbs latency jitter between our clock and the server's. Pure: the caller passes
+the time.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    users: int
+    events: int
+
+
+class Budget:
+    """Users and events spent in a sliding window, against limit x share x adaptive factor."""
+
+    MIN_FACTOR = 1 / 64
+    RECOVERY = 0.1  # of the configured limit, per window without a 429
+    SETTLE = 0.95  # of the observed ceiling
+    PROBE_AFTER = 30  # windows without a 429 before trying above the ceiling
+    MARGIN = 0.02  # of the window
+
+    def __init__(
+        self,
+        users_per_minute: int | None,
+        events_per_minute: int | None,
+        now: float,
+        *,
+        window: float = 60.0,
+        share: float = 1.0,
+    ) -> None:
+        self.users_limit = users_per_minute
+        self.events_limit = events_per_minute
+        self.window = window
+        self.share = share
+        self.factor = 1.0
+        self.ceiling = 1.0 / self.SETTLE
+        self._span = window * (1 + self.MARGIN)
+        self._spent: deque[tuple[float, int, int]] = deque()
+        self._users = 0
+        self._events = 0
+        self._last_throttle = now - window
+        self._last_recovery = now
+
+    # ----- limits -----------------------------------------------------------------------------
+
+    @property
+    def unlimited(self) -> bool:
+        return self.users_limit is None and self.events_limit is None
+
+    def _effective(self, limit: int | None) -> int | None:
+        if limit is None:
+            return None
+        return max(1, math.floor(limit * self.share * self.factor))
+
+    @property
+    def max_users(self) -> int | None:
+        """The most users one request may cost now (a request above it must be split)."""
+        return self._effective(self.users_limit)
+
+    @property
+    def max_events(self) -> int | None:
+        return self._effective(self.events_limit)
+
+    def set_share(self, share: float) -> None:
+        if share > 0:  # owning nothing sends nothing: keep the last share for draining
+            self.share = min(1.0, share)
+
+    def fits_ever(self, users: int, events: int) -> bool:
+        mu, me = self.max_users, self.max_events
+        return (mu is None or users <= mu) and (me is None or events <= me)
+
+    # ----- spending ---------------------------------------------------------------------------
+
+    def _expire(self, now: float) -> None:
+        spent = self._spent
+        horizon = now - self._span
+        while spent and spent[0][0] <= horizon:
+            _, u, e = spent.popleft()
+            self._users -= u
+            self._events -= e
+
+    def wait_time(self, users: int, events: int, now: float) -> float:
+        """Seconds until this spend fits in the window (0 if it fits now).
+
+        The caller splits requests that can never fit (:meth:`fits_ever`) before asking.
+        """
+        self._recover(now)
+        self._expire(now)
+        mu, me = self.max_users, self.max_events
+        over_u = 0 if mu is None else self._users + users - mu
+        over_e = 0 if me is None else self._events + events - me
+        if over_u <= 0 and over_e <= 0:
+            return 0.0
+        freed_u = freed_e = 0
+        for t, u, e in self._spent:
+            freed_u += u
+            freed_e += e
+            if freed_u >= over_u and freed_e >= over_e:
+                return max(0.0, t + self._span - now)
+        return self._span  # cannot fit even in an empty window: the caller must split
+
+    def take(self, users: int, events: int, now: float) -> None:
+        if users or events:
+            self._spent.append((now, users, events))
+            self._users += users
+            self._events += events
+
+    def spent(self, now: float) -> Spend:
+        self._expire(now)
+        return Spend(self._users, self._events)
+
+    # ----- adapting to the server -------------------------------------------------------------
+
+    def refund(self, users: int, events: int, now: float) -> None:
+        """A request the server rejected without counting it (429): give its cost back."""
+        self.take(-users, -events, now)
+
+    def _accepted_ratio(self, now: float) -> float:
+        """What the window holds, as a share of the full (un-throttled) limit of this instance."""
+        self._expire(now)
+        ratios = [0.0]
+        if self.users_limit:
+            ratios.append(self._users / (self.users_limit * self.share))
+        if self.events_limit:
+            ratios.append(self._events / (self.events_limit * self.share))
+        return max(ratios)
+
+    def throttled(self, now: float) -> None:
+        """A 429 (after its refund): settle just under what the server accepted this window."""
+        if now - self._last_throttle < 1.0:
+            return  # one wave of 429s from concurrent lanes is one signal
+        accepted = self._accepted_ratio(now)
+        if accepted > 0:
+            self.ceiling = min(accepted, self.ceiling)
+            self.factor = max(self.MIN_FACTOR, min(self.factor, self.SETTLE * accepted))
+        else:
+            self.ceiling = max(self.MIN_FACTOR, self.factor / 2) / self.SETTLE
+            self.factor = max(self.MIN_FACTOR, self.factor / 2)
+        self._last_throttle = now
+        self._last_recovery = now
+
+    def _recover(self, now: float) -> None:
+        windows = (now - self._last_recovery) / self.window
+        if windows < 0.1:
+            return
+        if now - self._last_throttle >= self.PROBE_AFTER * self.window:
+            self.ceiling = min(1.0 / self.SETTLE, self.ceiling * (1 + self.RECOVERY * windows))
+        cap = min(1.0, self.SETTLE * self.ceiling + 1e-9)
+        if self.factor < cap:
+            self.factor = min(cap, self.factor + self.RECOVERY * windows)
+        self._last_recovery = now
+
 
 class TokenBucket:
-    """``per_minute`` tokens a minute, holding at most ``capacity`` (default: a minute's worth)."""
+    """A simple bucket for pacing a single stream (the Get User export: 1,000 users/min)."""
 
     def __init__(self, per_minute: float, now: float, capacity: float | None = None) -> None:
         if per_minute <= 0:
@@ -33,33 +197,3 @@ class TokenBucket:
     def take(self, amount: float, now: float) -> None:
         self._refill(now)
         self.tokens -= amount
-
-
-class Budget:
-    """Users and events buckets paid together; either may be unlimited (None)."""
-
-    def __init__(self, users_per_minute: int | None, events_per_minute: int | None, now: float):
-        self.users = TokenBucket(users_per_minute, now) if users_per_minute else None
-        self.events = TokenBucket(events_per_minute, now) if events_per_minute else None
-
-    def wait_time(self, users: int, events: int, now: float) -> float:
-        waits = [0.0]
-        if self.users is not None and users:
-            waits.append(self.users.wait_time(users, now))
-        if self.events is not None and events:
-            waits.append(self.events.wait_time(events, now))
-        return max(waits)
-
-    def take(self, users: int, events: int, now: float) -> None:
-        if self.users is not None and users:
-            self.users.take(users, now)
-        if self.events is not None and events:
-            self.events.take(events, now)
-
-    @property
-    def max_users(self) -> int | None:
-        return int(self.users.capacity) if self.users else None
-
-    @property
-    def max_events(self) -> int | None:
-        return int(self.events.capacity) if self.events else None

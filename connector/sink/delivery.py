@@ -19,6 +19,7 @@ import random
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -45,6 +46,9 @@ class DeliveryStats:
     retries: int = 0
     rejected_elements: int = 0
     max_body_bytes: int = 0
+    throttled: int = 0
+    budget_splits: int = 0
+    budget_wait_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,19 +85,21 @@ class Delivery:
         max_request_bytes: int,
         retry: RetryPolicy,
         on_rejected: RejectHandler,
+        coalesce: bool = False,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._client = client
         self._sleep = sleep
+        self._clock = clock or asyncio.get_running_loop().time
         self._budget = budget
         self._budget_lock = asyncio.Lock()
         self._retry = retry
         self._on_rejected = on_rejected
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.lanes = [
-            Lane(i, Batcher(max_request_bytes, budget.max_users, budget.max_events))
-            for i in range(lanes)
+            Lane(i, Batcher(max_request_bytes, budget, coalesce=coalesce)) for i in range(lanes)
         ]
         self.stats = DeliveryStats()
         self.fatal: FatalApiError | None = None
@@ -108,11 +114,20 @@ class Delivery:
     def check_fits_alone(self, encoded: bytes) -> None:
         self.lanes[0].batcher.check_fits_alone(encoded)
 
-    def add(self, encoded: bytes, slot: Slot, cost: Cost, customer: str, now: float) -> None:
+    def add(
+        self,
+        encoded: bytes,
+        slot: Slot,
+        cost: Cost,
+        customer: str,
+        now: float,
+        *,
+        element: dict[str, Any] | None = None,
+    ) -> None:
         lane = self.lanes[hash(customer) % len(self.lanes)]
         if not lane.batcher.current.parts:
             lane.opened_at = now
-        closed = lane.batcher.add(encoded, slot, cost, customer)
+        closed = lane.batcher.add(encoded, slot, cost, customer, element=element)
         if closed is not None:
             lane.opened_at = now
             self._enqueue(lane, closed)
@@ -157,6 +172,13 @@ class Delivery:
             self._idle.clear()
             await self._idle.wait()
 
+    def coalesced(self) -> tuple[int, int]:
+        """Events appended to an earlier event element, updates merged into an earlier one."""
+        return (
+            sum(lane.batcher.coalesced_events for lane in self.lanes),
+            sum(lane.batcher.coalesced_updates for lane in self.lanes),
+        )
+
     def in_flight(self) -> int:
         return sum(1 for lane in self.lanes if lane.busy)
 
@@ -182,12 +204,19 @@ class Delivery:
             if self.idle():
                 self._idle.set()
 
-    async def _pay(self, users: int, events: int) -> None:
+    async def _pay(self, users: int, events: int) -> bool:
+        """Wait until the budget allows this spend and take it; False if it never could."""
         async with self._budget_lock:
-            loop = asyncio.get_running_loop()
-            while (wait := self._budget.wait_time(users, events, loop.time())) > 0:
-                await self._sleep(wait)
-            self._budget.take(users, events, loop.time())
+            while True:
+                if not self._budget.fits_ever(users, events):
+                    return False
+                wait = self._budget.wait_time(users, events, self._clock())
+                if wait <= 0:
+                    break
+                self.stats.budget_wait_seconds += wait
+                await self._sleep(min(wait, 1.0))  # re-check: the share may change meanwhile
+            self._budget.take(users, events, self._clock())
+            return True
 
     async def _deliver(self, batch: Batch, users: int, events: int) -> None:
         attempt = 0
@@ -200,7 +229,15 @@ class Delivery:
                 share = len(owned) / len(batch)
                 batch, body = owned, owned.body()
                 users, events = round(users * share), round(events * share)
-            await self._pay(users, events)
+            if not await self._pay(users, events):
+                # More than the budget can ever hold now (its share shrank, or 429s cut it):
+                # smaller requests, same order. A single element always fits a positive budget.
+                if len(batch) > 1:
+                    self.stats.budget_splits += 1
+                    await self._divide(batch, None, users, events)
+                    return
+                self._budget.factor = 1.0  # one element must always be sendable
+                continue
             answer = await self._client.post(body)
             self._count(answer, len(body))
             self.progress.set()
@@ -224,6 +261,10 @@ class Delivery:
                 return
             # THROTTLED or RETRY: the same request again, after a pause; never dropped.
             self.stats.retries += 1
+            if verdict is Verdict.THROTTLED:
+                self.stats.throttled += 1
+                self._budget.refund(users, events, self._clock())
+                self._budget.throttled(self._clock())
             if verdict is Verdict.RETRY:
                 self.degraded = True
             delay = self._retry.backoff(attempt, self._rng)
@@ -240,14 +281,22 @@ class Delivery:
             attempt += 1
             await self._sleep(delay)
 
-    async def _divide(self, batch: Batch, answer: Answer, users: int, events: int) -> None:
+    async def _divide(self, batch: Batch, answer: Answer | None, users: int, events: int) -> None:
+        if answer is None:  # split for the budget, not because MoEngage refused anything
+            first, second = batch.split()
+            share = len(first) / len(batch)
+            u1, e1 = round(users * share), round(events * share)
+            await self._deliver(first, u1, e1)
+            await self._deliver(second, users - u1, events - e1)
+            return
         if len(batch) == 1:
             self.stats.rejected_elements += 1
             rule = "api.too_large" if answer.verdict is Verdict.TOO_LARGE else "api.rejected"
-            err = RejectedByApiError(
-                f"MoEngage refused the element: {answer.describe()}", rule=rule
-            )
-            self._on_rejected(batch.slots[0], err)
+            for slot in batch.slots:  # a coalesced element carries several records
+                err = RejectedByApiError(
+                    f"MoEngage refused the element: {answer.describe()}", rule=rule
+                )
+                self._on_rejected(slot, err)
             return
         log.info(
             "request_divided",

@@ -64,6 +64,7 @@ class KafkaSource:
         self.assignment: set[TopicPartitionKey] = set()
         self.paused: set[TopicPartitionKey] = set()
         self.last_error: KafkaError | None = None
+        self.total_partitions = 0  # of the subscribed topics: the denominator of the budget share
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         assert self._loop is not None
@@ -92,8 +93,22 @@ class KafkaSource:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(hook(keys), self._loop).result()
 
+    def _refresh_total(self, consumer: Consumer) -> None:
+        total = 0
+        for topic in self._topics:
+            try:
+                meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            except KafkaException as e:
+                log.warning("metadata_failed", topic=topic, error=str(e))
+                return  # keep the last known total
+            if meta is not None and meta.error is None:
+                total += len(meta.partitions)
+        if total:
+            self.total_partitions = total
+
     def _assign_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = _keys(partitions)
+        self._refresh_total(consumer)
         self.assignment.update(keys)
         log.info("partitions_assigned", partitions=[f"{t}[{p}]" for t, p in keys])
         self._run_on_loop(self._on_assign, keys)

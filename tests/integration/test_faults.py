@@ -117,26 +117,34 @@ def run(
     return make
 
 
-def test_1_baseline_100k_records_sigterm_no_loss_no_duplicates(run: Callable[..., Run]) -> None:
-    r = run(records=100_000, partitions=6, users=2000)
+@pytest.mark.parametrize(
+    "records", [100_000, pytest.param(1_000_000, marks=pytest.mark.slow, id="1M")]
+)
+def test_1_baseline_sigterm_no_loss_no_duplicates(run: Callable[..., Run], records: int) -> None:
+    r = run(records=records, partitions=6, users=2000)
     with r.sampler:
         proc = r.start()
-        r.wait_all_committed(240)
+        r.wait_all_committed(240 * records // 100_000)
         assert proc.stop(signal.SIGTERM) == 0
-    v = r.verdict("baseline")
+    v = r.verdict(f"baseline {records}")
     assert v.duplicates == 0
-    assert v.delivered == 100_000
+    assert v.delivered == records
 
 
-def test_2_sigkill_at_random_moments_ten_times_loses_nothing(run: Callable[..., Run]) -> None:
+@pytest.mark.parametrize(
+    ("kills", "records"),
+    [(10, 30_000), pytest.param(40, 150_000, marks=pytest.mark.slow, id="40-kills")],
+)
+def test_2_sigkill_at_random_moments_loses_nothing(
+    run: Callable[..., Run], kills: int, records: int
+) -> None:
     buffered = 2000
-    r = run(records=30_000, partitions=6, users=1000, sandbox_args=("--latency-ms", "20"))
+    r = run(records=records, partitions=6, users=1000, sandbox_args=("--latency-ms", "20"))
     cfg = r.config(max_in_flight=2)
     cfg["pipeline"]["max_buffered_records"] = buffered
     rng = random.Random(7)
-    kills = 0
     with r.sampler:
-        for _ in range(10):
+        for _ in range(kills):
             target = r.accepted() + rng.randint(300, 2000)
             proc = r.start(cfg)
             # Kill at a random point of progress (not a random time): observable, not a sleep.
@@ -146,7 +154,6 @@ def test_2_sigkill_at_random_moments_ten_times_loses_nothing(run: Callable[..., 
                 "progress before the kill",
             )
             proc.stop(signal.SIGKILL)
-            kills += 1
         final = r.start(cfg)
         r.wait_all_committed(120)
         assert final.stop() == 0

@@ -9,6 +9,12 @@ from connector.batching import ENVELOPE_BYTES, Batch, Batcher, Cost, ElementTooL
 from connector.offsets import OffsetLedger, Slot
 
 
+class Limits:
+    def __init__(self, max_users: int | None, max_events: int | None) -> None:
+        self.max_users = max_users
+        self.max_events = max_events
+
+
 def _slot(offset: int = 0) -> Slot:
     ledger = OffsetLedger()
     ledger.assign([("t", 0)])
@@ -74,7 +80,7 @@ def test_element_one_byte_too_large_is_rejected() -> None:
 
 
 def test_batch_closes_before_exceeding_the_user_budget_capacity() -> None:
-    b = Batcher(100_000, max_users=3)
+    b = Batcher(100_000, Limits(3, None))
     closed = [b.add(_el(i), _slot(i), Cost(users=1), f"u{i}") for i in range(4)]
     assert closed[:3] == [None, None, None]
     assert closed[3] is not None
@@ -82,7 +88,7 @@ def test_batch_closes_before_exceeding_the_user_budget_capacity() -> None:
 
 
 def test_batch_closes_before_exceeding_the_event_budget_capacity() -> None:
-    b = Batcher(100_000, max_events=10)
+    b = Batcher(100_000, Limits(None, 10))
     assert b.add(_el(1), _slot(), Cost(events=6), "a") is None
     closed = b.add(_el(2), _slot(), Cost(events=6), "b")
     assert closed is not None
@@ -107,3 +113,125 @@ def test_adding_an_element_holds_its_record() -> None:
     Batcher(100_000).add(_el(1), slot, Cost(users=1), "u1")
     slot.release()
     assert slot.remaining == 1
+
+
+# ----- coalescing ---------------------------------------------------------------------------------
+
+
+def _event(cid: str, name: str, device: str | None = None) -> dict[str, object]:
+    el: dict[str, object] = {"type": "event", "customer_id": cid}
+    if device:
+        el["device_id"] = device
+    el["actions"] = [{"action": name, "attributes": {"n": name}}]
+    return el
+
+
+def _update(cid: str, **attrs: object) -> dict[str, object]:
+    return {"type": "customer", "customer_id": cid, "attributes": attrs}
+
+
+def _add(b: Batcher, el: dict[str, object], slot: Slot, cost: Cost) -> None:
+    b.add(orjson.dumps(el), slot, cost, str(el["customer_id"]), element=el)
+
+
+def test_n_events_of_one_customer_become_one_element_with_n_actions() -> None:
+    b = Batcher(100_000, coalesce=True)
+    slots = [_slot(i) for i in range(5)]
+    for i, s in enumerate(slots):
+        _add(b, _event("c1", f"e{i}"), s, Cost(events=1))
+    batch = b.flush()
+    assert batch is not None
+    _check_exact(batch)
+    (element,) = orjson.loads(batch.body())["elements"]
+    assert [a["action"] for a in element["actions"]] == ["e0", "e1", "e2", "e3", "e4"]
+    assert batch.events == 5
+    assert len(batch.slots) == 5
+    assert b.coalesced_events == 4
+
+
+def test_m_updates_of_one_customer_become_one_element_with_the_last_values() -> None:
+    b = Batcher(100_000, coalesce=True)
+    _add(b, _update("c1", plan="free", city="Pune"), _slot(0), Cost(users=1))
+    _add(b, _update("c1", plan="pro"), _slot(1), Cost(users=1))
+    _add(b, _update("c1", plan="enterprise", seats=5), _slot(2), Cost(users=1))
+    batch = b.flush()
+    assert batch is not None
+    _check_exact(batch)
+    (element,) = orjson.loads(batch.body())["elements"]
+    assert element["attributes"] == {"plan": "enterprise", "city": "Pune", "seats": 5}
+    assert batch.users == 1  # the users/min budget is spent once
+    assert b.coalesced_updates == 2
+
+
+def test_coalescing_never_reorders_a_customers_updates_and_events() -> None:
+    b = Batcher(100_000, coalesce=True)
+    _add(b, _event("c1", "a"), _slot(0), Cost(events=1))
+    _add(b, _update("c1", x=1), _slot(1), Cost(users=1))
+    _add(b, _event("c1", "b"), _slot(2), Cost(events=1))
+    _add(b, _update("c2", y=1), _slot(3), Cost(users=1))
+    _add(b, _event("c1", "c"), _slot(4), Cost(events=1))
+    batch = b.flush()
+    assert batch is not None
+    kinds = [
+        (e["type"], e.get("actions", [{}])[0].get("action"))
+        for e in orjson.loads(batch.body())["elements"]
+    ]
+    assert kinds == [("event", "a"), ("customer", None), ("event", "b"), ("customer", None)]
+    last = orjson.loads(batch.body())["elements"][2]
+    assert [a["action"] for a in last["actions"]] == ["b", "c"]
+
+
+def test_events_of_different_devices_are_not_merged() -> None:
+    b = Batcher(100_000, coalesce=True)
+    _add(b, _event("c1", "a", device="d1"), _slot(0), Cost(events=1))
+    _add(b, _event("c1", "b", device="d2"), _slot(1), Cost(events=1))
+    batch = b.flush()
+    assert batch is not None
+    assert len(batch) == 2
+
+
+def test_array_operations_are_never_merged() -> None:
+    b = Batcher(100_000, coalesce=True)
+    _add(b, _update("c1", addValueToArrayField={"tags": ["a"]}), _slot(0), Cost(users=1))
+    _add(b, _update("c1", addValueToArrayField={"tags": ["b"]}), _slot(1), Cost(users=1))
+    batch = b.flush()
+    assert batch is not None
+    assert len(batch) == 2
+
+
+def test_coalescing_off_keeps_every_element() -> None:
+    b = Batcher(100_000, coalesce=False)
+    for i in range(3):
+        _add(b, _event("c1", f"e{i}"), _slot(i), Cost(events=1))
+    batch = b.flush()
+    assert batch is not None
+    assert len(batch) == 3
+
+
+def test_a_merge_that_would_overflow_the_body_starts_a_new_request() -> None:
+    big = "x" * 400
+    b = Batcher(1000, coalesce=True)
+    closed = [
+        b.add(orjson.dumps(e), _slot(i), Cost(events=1), "c1", element=e)
+        for i, e in enumerate(_event("c1", big + str(i)) for i in range(4))
+    ]
+    batches = [c for c in closed if c is not None]
+    last = b.flush()
+    assert last is not None
+    for batch in [*batches, last]:
+        _check_exact(batch)
+        assert batch.size <= 1000
+
+
+def test_split_of_a_coalesced_batch_keeps_every_slot_with_its_element() -> None:
+    b = Batcher(100_000, coalesce=True)
+    for i in range(3):
+        _add(b, _event("c1", f"e{i}"), _slot(i), Cost(events=1))
+    _add(b, _event("c2", "z"), _slot(3), Cost(events=1))
+    batch = b.flush()
+    assert batch is not None
+    first, second = batch.split()
+    assert [s.offset for s in first.slots] == [0, 1, 2]
+    assert [s.offset for s in second.slots] == [3]
+    _check_exact(first)
+    _check_exact(second)

@@ -32,23 +32,28 @@ class ScriptedClient:
 
 
 class Harness:
-    def __init__(self, client: ScriptedClient, lanes: int = 1) -> None:
+    def __init__(
+        self, client: ScriptedClient, lanes: int = 1, budget: Budget | None = None
+    ) -> None:
         self.ledger = OffsetLedger()
         self.ledger.assign([("t", 0)])
         self.rejected: list[tuple[int, RejectedByApiError]] = []
         self.sleeps: list[float] = []
+        self.now = 0.0
 
         async def fake_sleep(seconds: float) -> None:
             self.sleeps.append(seconds)
+            self.now += seconds
 
         self.delivery = Delivery(
             client,  # type: ignore[arg-type]
-            Budget(None, None, now=0),
+            budget or Budget(None, None, now=0),
             lanes=lanes,
             max_request_bytes=100_000,
             retry=RetryPolicy(0.1, 5.0),
             on_rejected=lambda slot, err: self.rejected.append((slot.offset, err)),
             sleep=fake_sleep,
+            clock=lambda: self.now,
         )
 
     def add(self, offset: int, customer: str, extra: str = "") -> Slot:
@@ -178,3 +183,26 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
     assert parse_retry_after("soon") is None
+
+
+async def test_a_request_costing_more_than_the_budget_holds_is_split_not_stuck() -> None:
+    client = ScriptedClient([])
+    budget = Budget(10, None, now=0)
+    h = Harness(client, budget=budget)
+    for i in range(8):
+        h.add(i, f"user{i}")  # 8 users: fits the budget of 10 while batching
+    budget.set_share(0.5)  # then the share shrinks to 5 users a window
+    await h.deliver()
+    counts = [len(orjson.loads(b)["elements"]) for b in client.bodies]
+    assert counts == [4, 4]
+    assert h.delivery.stats.budget_splits == 1
+    assert h.ledger.committable() == {("t", 0): 8}
+
+
+async def test_a_429_cuts_the_budget_in_half() -> None:
+    budget = Budget(1000, None, now=0)
+    h = Harness(ScriptedClient([Answer(429, Verdict.THROTTLED, retry_after=1.0)]), budget=budget)
+    h.add(0, "user0")
+    await h.deliver()
+    assert budget.factor == 0.5
+    assert h.delivery.stats.throttled == 1

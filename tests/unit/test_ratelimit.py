@@ -1,34 +1,109 @@
-"""Per-minute budgets as token buckets, driven by a clock the test controls."""
+"""Per-minute budgets as a sliding window with a group share and AIMD, on a test-driven clock."""
 
 import pytest
 
 from connector.ratelimit import Budget, TokenBucket
 
 
-def test_full_bucket_pays_immediately() -> None:
-    assert TokenBucket(600, now=0).wait_time(600, now=0) == 0
+def test_spend_within_the_limit_goes_at_once() -> None:
+    b = Budget(100, None, now=0)
+    assert b.wait_time(100, 0, now=0) == 0
 
 
-def test_empty_bucket_waits_for_the_refill_rate() -> None:
-    bucket = TokenBucket(600, now=0)  # 10 tokens a second
-    bucket.take(600, now=0)
-    assert bucket.wait_time(50, now=0) == pytest.approx(5.0)
-    assert bucket.wait_time(50, now=5.0) == 0
+def test_spend_over_the_limit_waits_until_the_oldest_spend_leaves_the_window() -> None:
+    b = Budget(100, None, now=0, window=60)
+    b.take(60, 0, now=0)
+    b.take(40, 0, now=10)
+    # The spend at t=0 leaves the window at 60 s plus the 2 % margin for latency jitter.
+    assert b.wait_time(30, 0, now=20) == pytest.approx(41.2)
+    assert b.wait_time(30, 0, now=61.2) == 0
 
 
-def test_bucket_never_holds_more_than_its_capacity() -> None:
-    bucket = TokenBucket(60, now=0)
-    assert bucket.wait_time(61, now=10_000) == pytest.approx(1.0)
+def test_no_window_ever_holds_more_than_the_limit() -> None:
+    b = Budget(50, 500, now=0, window=10)
+    t, sent = 0.0, []
+    while t < 100:
+        wait = b.wait_time(7, 70, now=t)
+        if wait:
+            t += wait
+            continue
+        b.take(7, 70, now=t)
+        sent.append(t)
+        t += 0.01
+    for start in sent:
+        in_window = [s for s in sent if start <= s < start + 10]
+        assert len(in_window) * 7 <= 50
 
 
-def test_budget_waits_for_the_scarcer_bucket() -> None:
-    budget = Budget(users_per_minute=60, events_per_minute=6000, now=0)
-    budget.take(60, 0, now=0)
-    assert budget.wait_time(users=2, events=10, now=0) == pytest.approx(2.0)
+def test_events_and_users_are_limited_independently() -> None:
+    b = Budget(None, 10, now=0)
+    b.take(10**6, 10, now=0)
+    assert b.wait_time(10**6, 0, now=0) == 0
+    assert b.wait_time(0, 1, now=0) > 0
+
+
+def test_share_scales_the_limit_and_what_one_request_may_cost() -> None:
+    b = Budget(900, 9000, now=0)
+    b.set_share(1 / 3)
+    assert (b.max_users, b.max_events) == (300, 3000)
+    assert b.fits_ever(300, 3000)
+    assert not b.fits_ever(301, 0)
+
+
+def test_owning_nothing_keeps_the_previous_share() -> None:
+    b = Budget(900, None, now=0)
+    b.set_share(0.5)
+    b.set_share(0.0)
+    assert b.max_users == 450
+
+
+def test_a_429_settles_just_under_what_the_server_accepted() -> None:
+    b = Budget(1000, None, now=0, window=60)
+    b.take(400, 0, now=0)  # the server accepted 400 users this window, then said 429
+    b.throttled(now=1)
+    assert b.max_users == 380  # 95 % of the observed ceiling
+    b.wait_time(0, 0, now=1 + 60 * 10)  # ten quiet windows: no creeping back into 429s
+    assert b.max_users == 380
+
+
+def test_a_429_with_nothing_accepted_halves_the_rate() -> None:
+    b = Budget(1000, None, now=0)
+    b.throttled(now=5)
+    assert b.max_users == 500
+
+
+def test_one_wave_of_429s_from_concurrent_lanes_is_one_signal() -> None:
+    b = Budget(1000, None, now=0)
+    b.throttled(now=5)
+    b.throttled(now=5.5)
+    assert b.max_users == 500
+
+
+def test_after_long_quiet_it_probes_above_the_ceiling_again() -> None:
+    b = Budget(1000, None, now=0, window=60)
+    b.take(400, 0, now=0)
+    b.throttled(now=1)
+    b.wait_time(0, 0, now=1 + 60 * 30)  # thirty windows without a 429
+    b.wait_time(0, 0, now=1 + 60 * 40)
+    assert b.max_users == 1000
+
+
+def test_a_refund_gives_a_rejected_request_its_cost_back() -> None:
+    b = Budget(100, None, now=0)
+    b.take(100, 0, now=0)
+    b.refund(100, 0, now=0)
+    assert b.wait_time(100, 0, now=0) == 0
 
 
 def test_unlimited_budget_never_waits() -> None:
-    budget = Budget(None, None, now=0)
-    budget.take(10**9, 10**9, now=0)
-    assert budget.wait_time(10**9, 10**9, now=0) == 0
-    assert budget.max_users is None
+    b = Budget(None, None, now=0)
+    b.take(10**9, 10**9, now=0)
+    assert b.wait_time(10**9, 10**9, now=0) == 0
+    assert b.max_users is None
+    assert b.unlimited
+
+
+def test_token_bucket_paces_a_single_stream() -> None:
+    bucket = TokenBucket(600, now=0)
+    bucket.take(600, now=0)
+    assert bucket.wait_time(50, now=0) == pytest.approx(5.0)
