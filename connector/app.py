@@ -285,10 +285,31 @@ class Connector:
         await self.commit()
         self._closing = True
         await self.source.close()
+        st, ds = self.stats, self.delivery.stats
+        events_merged, updates_merged = self.delivery.coalesced()
+        summary = {
+            "records": st.records,
+            "elements": st.elements,
+            "filtered": st.filtered,
+            "bad_records": st.bad_records,
+            "skipped": st.skipped,
+            "dead_lettered": st.dead_lettered,
+            "requests": ds.requests,
+            "bytes_sent": ds.bytes_sent,
+            "retries": ds.retries,
+            "throttled": ds.throttled,
+            "coalesced_events": events_merged,
+            "coalesced_updates": updates_merged,
+        }
         if self.failure is not None:
-            log.error("connector_stopped", reason=str(self.failure), exit_code=int(self.exit_code))
+            log.error(
+                "connector_stopped",
+                reason=str(self.failure),
+                exit_code=int(self.exit_code),
+                **summary,
+            )
         else:
-            log.info("connector_stopped", exit_code=0, records=self.stats.records)
+            log.info("connector_stopped", exit_code=0, **summary)
 
     # ----- per message --------------------------------------------------------------------------
 
@@ -454,7 +475,7 @@ class Connector:
         total = self.source.total_partitions
         if self.settings.moengage.rate_share is not None or not total or self.budget is None:
             return
-        self.budget.set_share(owned / total)
+        self.budget.set_share(owned / total, asyncio.get_running_loop().time())
         log.info(
             "budget_share",
             owned_partitions=owned,

@@ -38,10 +38,10 @@ class CostLimits(Protocol):
     """The most users/events one request may cost (the rate-limit budget, read live)."""
 
     @property
-    def max_users(self) -> int | None: ...
+    def request_users(self) -> int | None: ...
 
     @property
-    def max_events(self) -> int | None: ...
+    def request_events(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +137,7 @@ class Batcher:
         limits = self.limits
         if limits is None:
             return False
-        mu, me = limits.max_users, limits.max_events
+        mu, me = limits.request_users, limits.request_events
         return (mu is not None and cur.users + users > mu) or (
             me is not None and cur.events + events > me
         )

@@ -10,9 +10,9 @@ from connector.offsets import OffsetLedger, Slot
 
 
 class Limits:
-    def __init__(self, max_users: int | None, max_events: int | None) -> None:
-        self.max_users = max_users
-        self.max_events = max_events
+    def __init__(self, request_users: int | None, request_events: int | None) -> None:
+        self.request_users = request_users
+        self.request_events = request_events
 
 
 def _slot(offset: int = 0) -> Slot:

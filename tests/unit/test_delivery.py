@@ -187,11 +187,11 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
 
 async def test_a_request_costing_more_than_the_budget_holds_is_split_not_stuck() -> None:
     client = ScriptedClient([])
-    budget = Budget(10, None, now=0)
+    budget = Budget(80, None, now=0)  # one request may cost 80 / 8 = 10 users
     h = Harness(client, budget=budget)
     for i in range(8):
-        h.add(i, f"user{i}")  # 8 users: fits the budget of 10 while batching
-    budget.set_share(0.5)  # then the share shrinks to 5 users a window
+        h.add(i, f"user{i}")  # 8 users: one request while batching
+    budget.set_share(1 / 16, now=0)  # then the share shrinks to 5 users a window
     await h.deliver()
     counts = [len(orjson.loads(b)["elements"]) for b in client.bodies]
     assert counts == [4, 4]
@@ -199,10 +199,11 @@ async def test_a_request_costing_more_than_the_budget_holds_is_split_not_stuck()
     assert h.ledger.committable() == {("t", 0): 8}
 
 
-async def test_a_429_cuts_the_budget_in_half() -> None:
-    budget = Budget(1000, None, now=0)
+async def test_a_429_refunds_and_settles_under_what_was_accepted() -> None:
+    budget = Budget(1000, None, now=-100)  # long after start-up: a 429 is a real signal
+    budget.take(400, 0, now=-1)  # the account accepted 400 users this window
     h = Harness(ScriptedClient([Answer(429, Verdict.THROTTLED, retry_after=1.0)]), budget=budget)
     h.add(0, "user0")
     await h.deliver()
-    assert budget.factor == 0.5
+    assert budget.max_users == 360  # the refunded request does not count as accepted
     assert h.delivery.stats.throttled == 1

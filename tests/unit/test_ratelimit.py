@@ -19,6 +19,12 @@ def test_spend_over_the_limit_waits_until_the_oldest_spend_leaves_the_window() -
     assert b.wait_time(30, 0, now=61.2) == 0
 
 
+def test_short_windows_keep_half_a_second_of_margin() -> None:
+    b = Budget(100, None, now=0, window=6)
+    b.take(100, 0, now=0)
+    assert b.wait_time(1, 0, now=0) == pytest.approx(6.5)
+
+
 def test_no_window_ever_holds_more_than_the_limit() -> None:
     b = Budget(50, 500, now=0, window=10)
     t, sent = 0.0, []
@@ -44,48 +50,68 @@ def test_events_and_users_are_limited_independently() -> None:
 
 def test_share_scales_the_limit_and_what_one_request_may_cost() -> None:
     b = Budget(900, 9000, now=0)
-    b.set_share(1 / 3)
+    b.set_share(1 / 3, now=0)
     assert (b.max_users, b.max_events) == (300, 3000)
     assert b.fits_ever(300, 3000)
     assert not b.fits_ever(301, 0)
 
 
+def test_one_request_may_cost_an_eighth_of_the_window() -> None:
+    b = Budget(1000, 10_000, now=0)
+    b.set_share(0.5, now=0)
+    assert (b.request_users, b.request_events) == (62, 625)
+
+
 def test_owning_nothing_keeps_the_previous_share() -> None:
     b = Budget(900, None, now=0)
-    b.set_share(0.5)
-    b.set_share(0.0)
+    b.set_share(0.5, now=0)
+    b.set_share(0.0, now=0)
     assert b.max_users == 450
 
 
 def test_a_429_settles_just_under_what_the_server_accepted() -> None:
-    b = Budget(1000, None, now=0, window=60)
+    b = Budget(1000, None, now=-100, window=60)
     b.take(400, 0, now=0)  # the server accepted 400 users this window, then said 429
     b.throttled(now=1)
-    assert b.max_users == 380  # 95 % of the observed ceiling
+    assert b.max_users == 360  # 90 % of the observed ceiling
     b.wait_time(0, 0, now=1 + 60 * 10)  # ten quiet windows: no creeping back into 429s
-    assert b.max_users == 380
+    assert b.max_users == 360
 
 
-def test_a_429_with_nothing_accepted_halves_the_rate() -> None:
-    b = Budget(1000, None, now=0)
+def test_a_429_with_nothing_of_ours_in_the_window_is_waited_out_not_learned() -> None:
+    b = Budget(1000, None, now=-100)
     b.throttled(now=5)
-    assert b.max_users == 500
+    assert b.max_users == 1000
 
 
 def test_one_wave_of_429s_from_concurrent_lanes_is_one_signal() -> None:
-    b = Budget(1000, None, now=0)
+    b = Budget(1000, None, now=-100)
+    b.take(500, 0, now=4)
     b.throttled(now=5)
+    b.take(-100, 0, now=5.2)  # the server accepted less than we thought: still the same wave
     b.throttled(now=5.5)
-    assert b.max_users == 500
+    assert b.max_users == 450
 
 
 def test_after_long_quiet_it_probes_above_the_ceiling_again() -> None:
-    b = Budget(1000, None, now=0, window=60)
+    b = Budget(1000, None, now=-100, window=60)
     b.take(400, 0, now=0)
     b.throttled(now=1)
     b.wait_time(0, 0, now=1 + 60 * 30)  # thirty windows without a 429
     b.wait_time(0, 0, now=1 + 60 * 40)
     assert b.max_users == 1000
+
+
+def test_429s_just_after_start_or_a_share_change_do_not_lower_the_budget() -> None:
+    b = Budget(1200, None, now=0, window=60)
+    b.throttled(now=1)  # a restart: the previous run's spending is still in the server's window
+    assert b.max_users == 1200
+    b.set_share(1 / 3, now=100)
+    b.throttled(now=101)  # the previous owners' spending still fills the server's window
+    assert b.max_users == 400
+    b.take(200, 0, now=100 + 62)
+    b.throttled(now=100 + 62)
+    assert b.max_users == 180
 
 
 def test_a_refund_gives_a_rejected_request_its_cost_back() -> None:
