@@ -3,20 +3,22 @@
 MoEngage counts users and events per minute for the whole account, so the budget is a *sliding
 window*: a request is sent only if what this instance spent in the last ``window`` seconds plus
 the request's cost stays within its limit. (A token bucket holding a minute's worth could spend
-twice the limit inside one minute and draw 429s.)
+twice the limit inside one minute and draw 429s.) One request may cost at most an eighth of the
+window's budget, so whole requests keep fitting until the window is nearly spent.
 
 Each instance of a consumer group spends ``share`` of the account budget: the partitions it owns
 out of all partitions of its topics, recomputed on every assignment change, so the group as a
 whole stays within the account's limits without a coordinator.
 
-On a 429 the rejected request is refunded (and 429s within a window of a share change, while the
-server still counts the previous owners' spending, are waited out without adapting) (the server did not count it) and what the server *did*
-accept in the window becomes the ceiling: the rate drops to 90 % of it at once , then grows back additively (a tenth of the configured limit per window) up
-to that 90 %, and probes above the ceiling only after 30 windows without a 429. A misconfigured or
-shared budget therefore converges instead of hammering the API. Entries leave the window 2 %
-late (at least 0.5 s), which absorbs latency and scheduling jitter between our clock and the
-server's. A 429 while nothing of ours is in the window is waited out without adapting. Pure: the caller passes
-the time.
+On a 429 the rejected request is refunded (the server did not count it) and what the server *did*
+accept in the window becomes the ceiling: the rate drops to 90 % of it at once, grows back
+additively (a tenth of the configured limit per window) up to that 90 %, and probes above the
+ceiling only after 30 windows without a 429. A misconfigured or shared budget therefore converges
+instead of hammering the API. 429s that say nothing about the account's limit are waited out
+without adapting: within a window of a start or a share change (the server still counts the
+previous owners' spending) and while nothing of ours is in the window. Entries leave the window
+2 % late (at least 0.5 s), absorbing latency and scheduling jitter between our clock and the
+server's. Pure: the caller passes the time.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def shares(proc: ConnectorProcess) -> list[tuple[int, int]]:
 def limited_config(
     broker: LocalBroker, sandbox: SandboxProcess, group: str, topic: str, **moengage: Any
 ) -> dict[str, Any]:
-    cfg = base_config(
+    return base_config(
         broker,
         sandbox.url,
         group,
@@ -69,7 +69,6 @@ def limited_config(
         max_request_bytes=20_000,
         **moengage,
     )
-    return cfg
 
 
 def test_three_instances_share_the_budget_and_one_killed_is_taken_over(
@@ -109,7 +108,7 @@ def test_three_instances_share_the_budget_and_one_killed_is_taken_over(
         rate = actions_between(record, t0, t0 + span) / span
         target = EVENTS_PER_WINDOW / WINDOW
         print(
-            f"three instances: {rate:.1f} events/s of {target:.0f} "  # noqa: T201
+            f"three instances: {rate:.1f} events/s of {target:.0f} "
             f"({rate / target:.0%}), 429s in steady state: "
             f"{sum(1 for a in steady if a[1] == 429)}"
         )
@@ -142,7 +141,7 @@ def test_three_instances_share_the_budget_and_one_killed_is_taken_over(
         for p in procs[:2]:
             assert p.stop() == 0
     v = judge(tracked, record, sampler)
-    print(v.line("three instances, one killed"))  # noqa: T201
+    print(v.line("three instances, one killed"))
     assert v.lost == 0
     assert v.commits_ahead == 0
 
@@ -181,7 +180,7 @@ def test_a_budget_twice_the_real_limit_converges_without_losing_anything(
         WINDOW * windows
     )
     print(
-        f"converge: 429s={len(throttled)}, last at +{max(throttled, default=0):.1f}s, "  # noqa: T201
+        f"converge: 429s={len(throttled)}, last at +{max(throttled, default=0):.1f}s, "
         f"accepted {rate:.1f}/s over {windows} windows of the real {real / WINDOW:.0f}/s"
     )
     assert throttled  # the configured budget really was too high
@@ -218,7 +217,7 @@ def test_each_customers_updates_and_events_arrive_in_offset_order_despite_retrie
             }
         rows.append((cid.encode(), orjson.dumps(el)))
     ends = produce(broker.bootstrap, topic, rows, partition_of=lambda n, key: int(key[-4:]) % 4)
-    cfg = base_config(
+    return base_config(
         broker,
         sandbox.url,
         group,
@@ -251,7 +250,7 @@ def test_each_customers_updates_and_events_arrive_in_offset_order_despite_retrie
             )
             seen.setdefault(e["customer_id"], []).extend(seqs)
     retried = sandbox.admin("GET", "stats")["requests_by_status"].get("503", 0)
-    print(f"order: {len(seen)} customers, {retried} requests retried after 503")  # noqa: T201
+    print(f"order: {len(seen)} customers, {retried} requests retried after 503")
     assert retried >= 5  # retries really happened while 16 requests could be in flight
     assert set(seen) == set(customers)
     for cid, seqs in seen.items():
@@ -289,7 +288,7 @@ def test_coalescing_sends_one_element_per_customer_run(
         for i in range(10)
     ]
     ends = produce(broker.bootstrap, topic, rows)
-    cfg = base_config(
+    return base_config(
         broker,
         sandbox.url,
         group,
