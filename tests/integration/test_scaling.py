@@ -217,7 +217,7 @@ def test_each_customers_updates_and_events_arrive_in_offset_order_despite_retrie
             }
         rows.append((cid.encode(), orjson.dumps(el)))
     ends = produce(broker.bootstrap, topic, rows, partition_of=lambda n, key: int(key[-4:]) % 4)
-    return base_config(
+    cfg = base_config(
         broker,
         sandbox.url,
         group,
@@ -288,7 +288,7 @@ def test_coalescing_sends_one_element_per_customer_run(
         for i in range(10)
     ]
     ends = produce(broker.bootstrap, topic, rows)
-    return base_config(
+    cfg = base_config(
         broker,
         sandbox.url,
         group,
