@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -23,9 +24,10 @@ from typing import Any, cast
 import aiohttp
 import orjson
 import structlog
+from aiohttp import web
 from confluent_kafka import KafkaError, Message
 
-from connector.batching import Cost, ElementTooLarge
+from connector.batching import Batch, Cost, ElementTooLarge
 from connector.config import Credentials, Settings
 from connector.deadletter import DeadLetterWriter, producer_config
 from connector.elements import Element, ElementValidator
@@ -37,6 +39,12 @@ from connector.errors import (
     SchemaRegistryError,
     ValidationError,
 )
+from connector.observability.health import (
+    HealthState,
+    fatal_reason,
+    start_observability_server,
+)
+from connector.observability.metrics import Metrics
 from connector.offsets import OffsetLedger, Slot, TopicPartitionKey
 from connector.ratelimit import Budget
 from connector.sink.client import MoEngageClient
@@ -44,6 +52,7 @@ from connector.sink.delivery import Delivery, RetryPolicy
 from connector.source.consumer import KafkaSource
 from connector.source.decoding import Decoder, SchemaLookup, make_decoder
 from connector.transforms import Record, identifier_keys, load_transform
+from connector.verify import DeliveredLog
 
 log = structlog.get_logger(__name__)
 
@@ -139,6 +148,19 @@ def build_validator(settings: Settings) -> ElementValidator:
     return ElementValidator(settings.validation, keys)
 
 
+def open_delivered_log(settings: Settings) -> DeliveredLog | None:
+    """The record of delivered customers for 'verify', if configured; a path that cannot be
+    opened is a configuration error (found at start, not at the first delivery)."""
+    o = settings.observability
+    if o.delivered_log_path is None:
+        return None
+    try:
+        return DeliveredLog(o.delivered_log_path, o.delivered_log_max)
+    except OSError as e:
+        problem = f"cannot open {o.delivered_log_path}: {e.strerror or e}"
+        raise ConfigError([("observability.delivered_log_path", problem)]) from None
+
+
 class Connector:
     """One instance of the service: owns the consumer, the lanes, the ledger and the loop."""
 
@@ -148,6 +170,7 @@ class Connector:
         credentials: Credentials,
         *,
         session: aiohttp.ClientSession | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self._credentials = credentials
@@ -167,6 +190,10 @@ class Connector:
         self.delivery: Delivery | None = None
         self.source: KafkaSource | None = None
         self.budget: Budget | None = None
+        self.metrics = metrics or Metrics()
+        self.health = HealthState(now=time.monotonic())  # the loop's clock on asyncio's loops
+        self.observability_port: int | None = None
+        self.delivered_log = open_delivered_log(settings)
 
     # ----- lifecycle ----------------------------------------------------------------------------
 
@@ -177,9 +204,39 @@ class Connector:
         if self.failure is None:
             self.failure = error
             self.exit_code = code
+            self.health.set_fatal(fatal_reason(error))
         self._stop.set()
 
     async def run(self) -> int:
+        runner = await self._start_observability()
+        try:
+            return await self._run()
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            if self.delivered_log is not None:
+                self.delivered_log.close()
+
+    async def _start_observability(self) -> web.AppRunner | None:
+        """/metrics, /healthz, /readyz on the configured port, in this event loop."""
+        o = self.settings.observability
+        if not o.enabled:
+            return None
+        try:
+            runner, self.observability_port = await start_observability_server(
+                self.metrics,
+                self.health,
+                o.host,
+                o.port,
+                max_silence_s=o.liveness_max_silence_seconds,
+            )
+        except OSError as e:
+            problem = f"cannot listen on {o.host}:{o.port}: {e.strerror or e}"
+            raise ConfigError([("observability.port", problem)]) from None
+        log.info("observability_listening", host=o.host, port=self.observability_port)
+        return runner
+
+    async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -210,6 +267,8 @@ class Connector:
             retry=RetryPolicy(m.retry_initial_ms / 1000, m.retry_max_ms / 1000),
             on_rejected=self._rejected_by_api,
             coalesce=m.coalesce,
+            metrics=self.metrics,
+            on_accepted=self._accepted if self.delivered_log is not None else None,
         )
         self.source = KafkaSource(
             self.settings.librdkafka_config(),
@@ -243,6 +302,7 @@ class Connector:
         while not self._stop.is_set():
             msgs = await self.source.consume(p.consume_batch_size, p.poll_timeout_ms / 1000)
             now = loop.time()
+            self.health.alive_tick(now)
             for msg in msgs:
                 if self._stop.is_set():
                     break
@@ -250,13 +310,20 @@ class Connector:
             if self.dlq is not None:
                 self.dlq.poll()
             self.delivery.flush_lingering(loop.time(), linger)
+            self.health.set_api_ok(not self.delivery.degraded)
             if self.delivery.fatal is not None:
                 self._fail(self.delivery.fatal, ExitCode.FATAL_API)
                 break
             if loop.time() >= next_commit:
                 await self.commit()
+                for (topic, partition), lag in (await self.source.lags()).items():
+                    self.metrics.set_lag(topic, partition, lag)
                 next_commit = loop.time() + commit_every
             await self._backpressure()
+            ledger = self.ledger
+            self.metrics.set_buffer(
+                ledger.buffered_records, ledger.buffered_bytes, len(self.source.paused)
+            )
 
     async def _shutdown(self) -> None:
         assert self.source is not None
@@ -328,6 +395,7 @@ class Connector:
         raw = msg.value()
         slot = tracker.track(offset, len(raw) if raw else 0)
         self.stats.records += 1
+        self.metrics.record_consumed(topic, partition)
         if self.topic_specs[topic].error_policy == "dlq":
             slot.msg = msg  # an element MoEngage rejects later is dead-lettered as this record
         try:
@@ -388,6 +456,7 @@ class Connector:
         spec = self.topic_specs[ref.topic]
         policy = spec.error_policy
         self.stats.bad_records += 1
+        self.metrics.bad_record(ref.topic, error.stage, error.rule)
         fields: dict[str, Any] = {
             "topic": ref.topic,
             "partition": ref.partition,
@@ -419,6 +488,7 @@ class Connector:
         def confirmed(err: KafkaError | None) -> None:
             if err is None:
                 self.stats.dead_lettered += 1
+                self.metrics.dead_lettered(ref.topic, error.stage)
                 slot.ack()  # only now may the record's offset be committed
                 return
             log.error("dead_letter_failed", topic=dlq_topic, error=err.str(), **fields)
@@ -428,6 +498,13 @@ class Connector:
             )
 
         self.dlq.send(dlq_topic, message, error, confirmed)
+
+    def _accepted(self, batch: Batch) -> None:
+        """A 200: its customer elements go to the delivered log for 'verify' (one write)."""
+        assert self.delivered_log is not None
+        self.delivered_log.append_elements(
+            [p for p, kind in zip(batch.parts, batch.kinds, strict=True) if kind == "customer"]
+        )
 
     def _rejected_by_api(self, slot: Slot, error: BadRecordError) -> None:
         topic, partition = slot.owner.key
@@ -443,7 +520,9 @@ class Connector:
         offsets = self.ledger.committable()
         if not offsets:
             return
+        started = time.perf_counter()
         done = await self.source.commit(offsets)
+        self.metrics.committed(done, time.perf_counter() - started)
         for key, offset in done.items():
             self.ledger.mark_committed(key, offset)
             self.stats.committed[key] = offset
@@ -489,6 +568,7 @@ class Connector:
         self.ledger.assign(keys)
         assert self.source is not None
         self._update_share(len(self.source.assignment))
+        self.health.set_assigned(len(self.source.assignment))
         return {}
 
     async def _on_revoke(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
@@ -504,8 +584,15 @@ class Connector:
         final = self.ledger.revoke(keys)
         if self.source is not None:
             self._update_share(len(self.source.assignment - set(keys)))
+        self._partitions_gone(keys)
         return final
 
     async def _on_lost(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         self.ledger.revoke(keys)  # lost: the group moved on; committing would be stale
+        self._partitions_gone(keys)
         return {}
+
+    def _partitions_gone(self, keys: list[TopicPartitionKey]) -> None:
+        assert self.source is not None
+        self.health.set_assigned(len(self.source.assignment - set(keys)))
+        self.metrics.forget_partitions(keys)

@@ -63,6 +63,7 @@ class Batch:
     parts: list[bytes] = field(default_factory=list)
     slots: list[Slot] = field(default_factory=list)
     slot_part: list[int] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # each part's element type (metrics, verify)
     latest: dict[str, int] = field(default_factory=dict)  # customer → index of its latest part
     updates: dict[int, dict[str, Any]] = field(default_factory=dict)  # part → customer element
     size: int = ENVELOPE_BYTES
@@ -93,7 +94,7 @@ class Batch:
 
     def _select(self, indices: range | list[int]) -> Batch:
         remap = {old: new for new, old in enumerate(indices)}
-        sub = Batch(parts=[self.parts[i] for i in indices])
+        sub = Batch(parts=[self.parts[i] for i in indices], kinds=[self.kinds[i] for i in indices])
         for slot, part in zip(self.slots, self.slot_part, strict=True):
             new = remap.get(part)
             if new is not None:
@@ -170,6 +171,7 @@ class Batcher:
         index = len(cur.parts)
         cur.size += len(encoded) + (1 if index else 0)
         cur.parts.append(encoded)
+        cur.kinds.append(str(element.get("type")) if element is not None else "unknown")
         cur.slots.append(slot)
         cur.slot_part.append(index)
         cur.latest[customer] = index

@@ -1,4 +1,4 @@
-"""Command line: ``moengage-connector run | validate | preview | sandbox``."""
+"""Command line: ``moengage-connector run | validate | preview | verify | sandbox``."""
 
 from __future__ import annotations
 
@@ -65,6 +65,28 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=10.0, help="seconds to wait for records (default 10)"
     )
 
+    ver = sub.add_parser(
+        "verify",
+        help="check with the Get User API that delivered customers are in MoEngage",
+        description="Sample customers from the record of delivered customers "
+        "(observability.delivered_log_path, or --log), look them up with MoEngage's Get User "
+        "API (20 per request, at most 1,000 a minute) and report those not found and the "
+        "attributes whose value differs from the last one sent. Exit 0 if every sampled "
+        "customer is found and matches, 1 otherwise, 3 if MoEngage refuses the credentials "
+        "or the account.",
+        epilog=EPILOG,
+    )
+    ver.add_argument("--config", required=True, help="path of the YAML configuration")
+    ver.add_argument("--sample", type=int, default=50, help="customers to check (default 50)")
+    ver.add_argument(
+        "--log", default=None, metavar="FILE", help="default: observability.delivered_log_path"
+    )
+    ver.add_argument(
+        "--show-values",
+        action="store_true",
+        help="print the sent and returned values of mismatched attributes (personal data)",
+    )
+
     sb = sub.add_parser(
         "sandbox",
         help="run the local MoEngage Data API sandbox",
@@ -97,7 +119,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": _run, "validate": _validate, "preview": _preview, "sandbox": _sandbox}
+    handler = {
+        "run": _run,
+        "validate": _validate,
+        "preview": _preview,
+        "verify": _verify,
+        "sandbox": _sandbox,
+    }
     try:
         code: int = handler[args.command](args)
     except ConfigError as e:
@@ -231,6 +259,36 @@ def _preview(args: argparse.Namespace) -> int:
 
 def vars_cost(cost: Any) -> dict[str, int]:
     return {"users": cost.users, "events": cost.events}
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from connector.errors import FatalApiError  # noqa: PLC0415
+    from connector.observability.logging import register_basic_auth  # noqa: PLC0415
+    from connector.sink.export import ExportError  # noqa: PLC0415
+    from connector.verify import verify  # noqa: PLC0415
+
+    settings = load_settings(args.config)
+    path = args.log or settings.observability.delivered_log_path
+    if path is None:
+        print(
+            "error: no record of delivered customers: set observability.delivered_log_path "
+            "(the running connector writes it) or pass --log FILE",
+            file=sys.stderr,
+        )
+        return 2
+    creds = resolve_credentials(settings)
+    register_basic_auth(creds.workspace_id, creds.api_key.get_secret_value())
+    _configure_logging(settings)
+    try:
+        report = asyncio.run(verify(settings, creds, args.sample, path))
+    except FatalApiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(report.render(show_values=args.show_values))
+    return report.exit_code
 
 
 def _sandbox(args: argparse.Namespace) -> int:

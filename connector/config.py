@@ -301,6 +301,29 @@ class LoggingSettings(_Frozen):
     log_record_contents: bool = False
 
 
+class ObservabilitySettings(_Frozen):
+    """The /metrics, /healthz and /readyz server, and the record of delivered customers that
+    ``moengage-connector verify`` reads."""
+
+    enabled: bool = True
+    host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - probes and Prometheus reach the Pod IP, not loopback
+        description="interface to listen on; 127.0.0.1 keeps it on the machine",
+    )
+    port: int = Field(default=9108, ge=0, le=65535, description="0 picks a free port (logged)")
+    liveness_max_silence_seconds: float = Field(
+        default=60.0, gt=0, description="/healthz fails once the run loop has not turned this long"
+    )
+    delivered_log_path: Path | None = Field(
+        default=None,
+        description="JSON Lines record of delivered customers for 'verify'; off when unset "
+        "(it holds attribute values). Relative to the working directory",
+    )
+    delivered_log_max: int = Field(
+        default=10_000, ge=1, description="customers kept (the file holds at most twice this)"
+    )
+
+
 class Settings(_Frozen):
     moengage: MoEngageSettings
     kafka: dict[str, Any]
@@ -309,6 +332,7 @@ class Settings(_Frozen):
     pipeline: PipelineSettings = PipelineSettings()
     validation: ValidationSettings = ValidationSettings()
     logging: LoggingSettings = LoggingSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @field_validator("kafka")

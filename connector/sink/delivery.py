@@ -25,6 +25,7 @@ import structlog
 
 from connector.batching import Batch, Batcher, Cost
 from connector.errors import FatalApiError, RejectedByApiError
+from connector.observability.metrics import Metrics, retry_reason
 from connector.offsets import Slot
 from connector.ratelimit import Budget
 from connector.sink.client import FATAL_HINTS, Answer, MoEngageClient, Verdict
@@ -32,6 +33,7 @@ from connector.sink.client import FATAL_HINTS, Answer, MoEngageClient, Verdict
 log = structlog.get_logger(__name__)
 
 RejectHandler = Callable[[Slot, RejectedByApiError], None]
+AcceptHandler = Callable[[Batch], None]
 
 
 @dataclass(slots=True)
@@ -89,8 +91,13 @@ class Delivery:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] | None = None,
+        metrics: Metrics | None = None,
+        on_accepted: AcceptHandler | None = None,
     ) -> None:
         self._client = client
+        self._metrics = metrics
+        self._on_accepted = on_accepted
+        self._posting = 0  # requests awaiting an answer right now
         self._sleep = sleep
         self._clock = clock or asyncio.get_running_loop().time
         self._budget = budget
@@ -214,9 +221,24 @@ class Delivery:
                 if wait <= 0:
                     break
                 self.stats.budget_wait_seconds += wait
+                if self._metrics is not None:
+                    self._metrics.waited_for_tokens(min(wait, 1.0))
                 await self._sleep(min(wait, 1.0))  # re-check: the share may change meanwhile
             self._budget.take(users, events, self._clock())
+            if self._metrics is not None:
+                self._report_budget()
             return True
+
+    def _report_budget(self) -> None:
+        assert self._metrics is not None
+        budget = self._budget
+        spent = budget.spent(self._clock())
+        mu, me = budget.max_users, budget.max_events
+        self._metrics.tokens(
+            None if mu is None else max(0, mu - spent.users),
+            None if me is None else max(0, me - spent.events),
+        )
+        self._metrics.budget_shape(budget.share, budget.factor)
 
     async def _deliver(self, batch: Batch, users: int, events: int) -> None:
         attempt = 0
@@ -238,16 +260,21 @@ class Delivery:
                     return
                 self._budget.factor = 1.0  # one element must always be sendable
                 continue
-            answer = await self._client.post(body)
+            answer = await self._post(body)
             self._count(answer, len(body))
             self.progress.set()
             verdict = answer.verdict
+            if self._metrics is not None:
+                accepted = Counter(batch.kinds) if verdict is Verdict.ACCEPTED else {}
+                self._metrics.request_done(answer.status, len(body), len(batch), accepted)
             if verdict is Verdict.ACCEPTED:
                 self.degraded = False
                 self.stats.bytes_accepted += len(body)
                 self.stats.elements_accepted += len(batch)
                 for slot in batch.slots:
                     slot.ack()
+                if self._on_accepted is not None:
+                    self._on_accepted(batch)
                 return
             if verdict is Verdict.FATAL:
                 raise FatalApiError(
@@ -261,6 +288,8 @@ class Delivery:
                 return
             # THROTTLED or RETRY: the same request again, after a pause; never dropped.
             self.stats.retries += 1
+            if self._metrics is not None:
+                self._metrics.retry(retry_reason(answer.status, answer.error_type))
             if verdict is Verdict.THROTTLED:
                 self.stats.throttled += 1
                 self._budget.refund(users, events, self._clock())
@@ -280,6 +309,18 @@ class Delivery:
             )
             attempt += 1
             await self._sleep(delay)
+
+    async def _post(self, body: bytes) -> Answer:
+        """One request, counted in flight while it waits for its answer."""
+        self._posting += 1
+        if self._metrics is not None:
+            self._metrics.set_in_flight(self._posting)
+        try:
+            return await self._client.post(body)
+        finally:
+            self._posting -= 1
+            if self._metrics is not None:
+                self._metrics.set_in_flight(self._posting)
 
     async def _divide(self, batch: Batch, answer: Answer | None, users: int, events: int) -> None:
         if answer is None:  # split for the budget, not because MoEngage refused anything

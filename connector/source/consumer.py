@@ -166,6 +166,34 @@ class KafkaSource:
                 )
         return done
 
+    async def lags(self) -> dict[TopicPartitionKey, int]:
+        """High watermark minus position per assigned partition, from librdkafka's cached fetch
+        state (no broker round trip). A paused partition fetches nothing, so its figure is as of
+        the pause; partitions without both figures yet are left out."""
+        lags: dict[TopicPartitionKey, int] = await self._call(self._lags_sync)
+        return lags
+
+    def _lags_sync(self) -> dict[TopicPartitionKey, int]:
+        assert self._consumer is not None
+        tps = [TopicPartition(t, p) for t, p in self.assignment]
+        if not tps:
+            return {}
+        try:
+            positions = self._consumer.position(tps)
+        except KafkaException:
+            return {}
+        out: dict[TopicPartitionKey, int] = {}
+        for tp in positions:
+            if tp.offset < 0:  # nothing consumed yet: no position to measure from
+                continue
+            try:
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+        return out
+
     async def pause(self, keys: Iterable[TopicPartitionKey]) -> None:
         todo = [k for k in keys if k in self.assignment and k not in self.paused]
         if todo:

@@ -203,6 +203,8 @@ def base_config(
         "topics": topics,
         "pipeline": {"commit_interval_ms": 200, "shutdown_grace_seconds": 20},
         "logging": {"level": "info", "format": "json"},
+        # Several connectors run at once here: each takes a free port for /metrics and probes.
+        "observability": {"host": "127.0.0.1", "port": 0},
     }
     if registry_url:
         cfg["schema_registry"] = {"url": registry_url}
