@@ -34,8 +34,8 @@ chaos: $(STAMP) ## the long fault-injection variants
 	$(BIN)/python -m pytest tests/integration -m slow
 
 lint: $(STAMP) ## ruff lint and format check
-	$(BIN)/ruff check connector tests
-	$(BIN)/ruff format --check connector tests
+	$(BIN)/ruff check connector tests bench
+	$(BIN)/ruff format --check connector tests bench
 
 typecheck: $(STAMP) ## mypy --strict on connector/
 	$(BIN)/mypy
@@ -44,4 +44,4 @@ bench: $(STAMP) ## throughput, CPU, memory and latency figures
 	$(BIN)/python -m bench
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info .demo
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info .demo .bench

@@ -210,7 +210,13 @@ class Connector:
     async def run(self) -> int:
         runner = await self._start_observability()
         try:
-            return await self._run()
+            code = await self._run()
+            linger = self.settings.observability.fatal_linger_seconds
+            if code != ExitCode.OK and runner is not None and linger > 0:
+                # Let an orchestrator (or a person) read the reason from /readyz before exiting.
+                log.info("fatal_linger", seconds=linger, port=self.observability_port)
+                await asyncio.sleep(linger)
+            return code
         finally:
             if runner is not None:
                 await runner.cleanup()

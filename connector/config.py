@@ -319,6 +319,11 @@ class ObservabilitySettings(_Frozen):
         description="JSON Lines record of delivered customers for 'verify'; off when unset "
         "(it holds attribute values). Relative to the working directory",
     )
+    fatal_linger_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="after a fatal error, keep /readyz answering (with the reason) this long",
+    )
     delivered_log_max: int = Field(
         default=10_000, ge=1, description="customers kept (the file holds at most twice this)"
     )

@@ -1,0 +1,1 @@
+"""``make bench``: measure the real connector process end to end on loopback (see ``__main__``)."""
