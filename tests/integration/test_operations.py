@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from connector.devtools.broker import LocalBroker
 from connector.devtools.kafkautil import committed_offsets, produce
@@ -85,7 +84,7 @@ def test_wrong_credentials_fail_readiness_commit_nothing_and_say_what_to_fix(
     cfg["observability"] = {"host": "127.0.0.1", "port": port, "fatal_linger_seconds": 30}
     wrong_key = "wrong-key-6f1d2c9a"
     proc = connector(cfg, env={"MOENGAGE_API_KEY": wrong_key})
-    status, body = wait_until(
+    _, body = wait_until(
         lambda: (r := get(f"http://127.0.0.1:{port}/readyz"))[0] == 503 and "401" in r[1] and r,
         60,
         "readiness to fail with the reason",
