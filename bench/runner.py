@@ -97,6 +97,7 @@ def write_config(
         "topics": [t.as_yaml() for t in topics],
         # info logs only a handful of lines per run (start, assignment, stop): none per record.
         "logging": {"level": level, "format": "json"},
+        "observability": {"host": "127.0.0.1", "port": 0},
     }
     if registry_url is not None:
         config["schema_registry"] = {"url": registry_url}

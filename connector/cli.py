@@ -139,7 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _configure_logging(settings: Settings) -> None:
     from connector.observability.logging import configure  # noqa: PLC0415
 
-    configure(settings.logging.level, settings.logging.format)
+    import os  # noqa: PLC0415
+
+    level = os.environ.get("MOENGAGE_CONNECTOR_LOG_LEVEL", settings.logging.level).lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        level = settings.logging.level
+    configure(level, settings.logging.format)
 
 
 def _stop_during_startup(signum: int, _frame: object) -> None:
