@@ -137,9 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(settings: Settings) -> None:
-    from connector.observability.logging import configure  # noqa: PLC0415
-
     import os  # noqa: PLC0415
+
+    from connector.observability.logging import configure  # noqa: PLC0415
 
     level = os.environ.get("MOENGAGE_CONNECTOR_LOG_LEVEL", settings.logging.level).lower()
     if level not in {"debug", "info", "warning", "error"}:
