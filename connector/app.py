@@ -17,8 +17,6 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any, cast
 
 import aiohttp
@@ -30,7 +28,7 @@ from confluent_kafka import KafkaError, Message
 from connector.batching import Batch, Cost, ElementTooLarge
 from connector.config import Credentials, Settings
 from connector.deadletter import DeadLetterWriter, producer_config
-from connector.elements import Element, ElementValidator
+from connector.elements import Element
 from connector.errors import (
     BadRecordError,
     ConfigError,
@@ -46,119 +44,23 @@ from connector.observability.health import (
 )
 from connector.observability.metrics import Metrics
 from connector.offsets import OffsetLedger, Slot, TopicPartitionKey
+from connector.pipeline import (
+    ExitCode,
+    RunStats,
+    TopicPipeline,
+    build_pipelines,
+    build_validator,
+    element_cost,
+    message_coordinates,
+    open_delivered_log,
+    record_from_message,
+)
 from connector.ratelimit import Budget
 from connector.sink.client import MoEngageClient
 from connector.sink.delivery import Delivery, RetryPolicy
 from connector.source.consumer import KafkaSource
-from connector.source.decoding import Decoder, SchemaLookup, make_decoder
-from connector.transforms import Record, identifier_keys, load_transform
-from connector.verify import DeliveredLog
 
 log = structlog.get_logger(__name__)
-
-
-class ExitCode(IntEnum):
-    """Process exit codes (documented in the README)."""
-
-    OK = 0
-    UNEXPECTED = 1
-    CONFIG = 2
-    FATAL_API = 3
-    BAD_RECORD = 4
-    SCHEMA_REGISTRY = 5
-    KAFKA = 6
-    DEAD_LETTER = 7
-
-
-@dataclass(slots=True)
-class RunStats:
-    records: int = 0
-    elements: int = 0
-    filtered: int = 0
-    bad_records: int = 0
-    skipped: int = 0
-    dead_lettered: int = 0
-    commits: int = 0
-    committed: dict[TopicPartitionKey, int] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class TopicPipeline:
-    """Everything needed to turn one topic's messages into elements."""
-
-    decoder: Decoder
-    transform: Callable[[Record], list[Element]]
-
-
-def message_coordinates(msg: Message) -> tuple[str, int, int]:
-    """Topic, partition, offset of a consumed (non-error) message, which always has all three."""
-    return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
-
-
-def record_from_message(msg: Message, value: Any) -> Record:
-    topic, partition, offset = message_coordinates(msg)
-    ts_type, ts = msg.timestamp()
-    headers = msg.headers() or ()
-    return Record(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        key=msg.key(),
-        value=value,
-        headers=tuple(cast(list[tuple[str, bytes | None]], headers)),
-        timestamp_ms=ts if ts_type else None,
-    )
-
-
-def element_cost(element: Element, device_users: int = 1) -> Cost:
-    """Users/events an element spends: customer = 1 user, device = configurable, event = actions."""
-    kind = element.get("type")
-    if kind == "event":
-        return Cost(events=len(element.get("actions") or ()))
-    if kind == "device":
-        return Cost(users=device_users)
-    return Cost(users=1)
-
-
-def build_pipelines(settings: Settings) -> dict[str, TopicPipeline]:
-    """Decoders and transforms for every topic; raises ConfigError naming the key path."""
-    registry = SchemaLookup(settings.schema_registry) if settings.schema_registry else None
-    pipes = {}
-    problems: list[tuple[str, str]] = []
-    for i, topic in enumerate(settings.topics):
-        try:
-            decoder = make_decoder(topic, settings, registry, key_path=f"topics[{i}].schema")
-        except ConfigError as e:
-            problems.extend(e.problems)
-        try:
-            transform = load_transform(topic.transform, key_path=f"topics[{i}].transform")
-        except ConfigError as e:
-            problems.extend(e.problems)
-        if not problems:
-            pipes[topic.name] = TopicPipeline(decoder, transform)
-    if problems:
-        raise ConfigError(problems)
-    return pipes
-
-
-def build_validator(settings: Settings) -> ElementValidator:
-    keys = frozenset(settings.validation.identifier_keys)
-    for topic in settings.topics:
-        keys |= identifier_keys(topic.transform)
-    return ElementValidator(settings.validation, keys)
-
-
-def open_delivered_log(settings: Settings) -> DeliveredLog | None:
-    """The record of delivered customers for 'verify', if configured; a path that cannot be
-    opened is a configuration error (found at start, not at the first delivery)."""
-    o = settings.observability
-    if o.delivered_log_path is None:
-        return None
-    try:
-        return DeliveredLog(o.delivered_log_path, o.delivered_log_max)
-    except OSError as e:
-        problem = f"cannot open {o.delivered_log_path}: {e.strerror or e}"
-        raise ConfigError([("observability.delivered_log_path", problem)]) from None
 
 
 class Connector:

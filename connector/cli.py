@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from connector.app import build_pipelines, build_validator  # noqa: PLC0415
+    from connector.pipeline import build_pipelines, build_validator  # noqa: PLC0415
 
     try:
         settings = load_settings(args.config)
@@ -207,7 +207,7 @@ def _print_problems(e: ConfigError) -> None:
 def _preview(args: argparse.Namespace) -> int:
     from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415
 
-    from connector.app import (  # noqa: PLC0415
+    from connector.pipeline import (  # noqa: PLC0415
         build_pipelines,
         build_validator,
         element_cost,
