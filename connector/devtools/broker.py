@@ -7,14 +7,24 @@ so outages are simulated with SIGSTOP/SIGCONT (:meth:`LocalBroker.freeze`).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+
+def die_with_parent() -> None:
+    """In a child before exec: be killed when the process that started it dies (Linux), so a
+    test run that is itself killed leaves no broker or sandbox behind."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -72,6 +82,7 @@ class LocalBroker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, before exec
         )
         wait_for_port(self.port, 30, self.proc)
         return self

@@ -14,6 +14,8 @@ from typing import IO, Any
 import orjson
 from aiohttp import web
 
+from connector.devtools.broker import die_with_parent
+
 
 class BackgroundApp:
     """An aiohttp application served from its own event loop in a daemon thread."""
@@ -67,6 +69,7 @@ class SandboxProcess:
             [sys.executable, "-m", "connector", "sandbox", *self.args],
             stdout=subprocess.PIPE,
             stderr=self._log,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, before exec
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-from connector.devtools.broker import LocalBroker
+from connector.devtools.broker import LocalBroker, die_with_parent
 from connector.devtools.kafkautil import committed_offsets, create_topics
 from connector.devtools.servers import BackgroundApp, SandboxProcess
 from connector.sandbox.registry import create_registry_app
@@ -122,6 +122,7 @@ class ConnectorProcess:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - a killed run leaves no connector behind
         )
         log.close()
         return self
