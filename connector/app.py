@@ -254,6 +254,10 @@ class Connector:
             if self.delivery.fatal is not None:
                 self._fail(self.delivery.fatal, ExitCode.FATAL_API)
                 break
+            if self.delivery.crashed is not None:
+                crash = self.delivery.crashed
+                self._fail(ConnectorError(f"delivery failed: {crash!r}"), ExitCode.UNEXPECTED)
+                break
             if loop.time() >= next_commit:
                 await self.commit()
                 for (topic, partition), lag in (await self.source.lags()).items():
@@ -476,6 +480,8 @@ class Connector:
             ledger.buffered_records >= p.max_buffered_records
             or ledger.buffered_bytes >= p.max_buffered_bytes
         )
+        if self.source.fresh:
+            await self.source.settle_fresh(pause=full)
         if full:
             assert self.delivery is not None
             self.delivery.flush_all()  # a paused stream must not wait for linger

@@ -110,6 +110,7 @@ class Delivery:
         ]
         self.stats = DeliveryStats()
         self.fatal: FatalApiError | None = None
+        self.crashed: Exception | None = None
         self.degraded = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -175,7 +176,7 @@ class Delivery:
 
     async def wait_idle(self) -> None:
         """Until every queued batch has been answered (or the connector failed)."""
-        while not self.idle() and self.fatal is None:
+        while not self.idle() and self.fatal is None and self.crashed is None:
             self._idle.clear()
             await self._idle.wait()
 
@@ -203,6 +204,11 @@ class Delivery:
                 await self._deliver(batch, batch.users, batch.events)
             except FatalApiError as e:
                 self.fatal = e
+                self._idle.set()
+                return
+            except Exception as e:  # a bug: stop the connector loudly rather than stall a lane
+                log.exception("lane_crashed", lane=lane.index, batch_id=batch.id)
+                self.crashed = e
                 self._idle.set()
                 return
             finally:

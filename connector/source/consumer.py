@@ -63,6 +63,9 @@ class KafkaSource:
         self._consumer: Consumer | None = None
         self.assignment: set[TopicPartitionKey] = set()
         self.paused: set[TopicPartitionKey] = set()
+        # Assigned since the last backpressure turn. librdkafka keeps a partition's pause flag
+        # across a revoke and a re-assignment, so these are resumed (or paused) explicitly.
+        self.fresh: set[TopicPartitionKey] = set()
         self.last_error: KafkaError | None = None
         self.total_partitions = 0  # of the subscribed topics: the denominator of the budget share
 
@@ -110,6 +113,7 @@ class KafkaSource:
         keys = _keys(partitions)
         self._refresh_total(consumer)
         self.assignment.update(keys)
+        self.fresh.update(keys)
         log.info("partitions_assigned", partitions=[f"{t}[{p}]" for t, p in keys])
         self._run_on_loop(self._on_assign, keys)
 
@@ -193,6 +197,15 @@ class KafkaSource:
             if high >= 0:
                 out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
         return out
+
+    async def settle_fresh(self, pause: bool) -> None:
+        """Put newly assigned partitions in the state backpressure wants, whatever librdkafka
+        remembered from an earlier assignment (a partition paused, revoked and assigned back
+        came back paused and was never resumed: the stream stalled)."""
+        keys = [k for k in self.fresh if k in self.assignment]
+        self.fresh.clear()
+        if keys:
+            await self._call(self._pause_sync, keys, pause)
 
     async def pause(self, keys: Iterable[TopicPartitionKey]) -> None:
         todo = [k for k in keys if k in self.assignment and k not in self.paused]

@@ -160,7 +160,7 @@ def test_a_budget_twice_the_real_limit_converges_without_losing_anything(
     )
     topic = fresh_topic(broker, names("converge"), 4)
     group = names("group")
-    tracked = produce_events(broker.bootstrap, topic, 7000, 600)
+    tracked = produce_events(broker.bootstrap, topic, 5500, 600)
     sampler = CommitSampler(broker.bootstrap, group, topic, 4)
     with sampler:
         proc = connector(limited_config(broker, sandbox, group, topic))

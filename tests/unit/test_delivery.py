@@ -207,3 +207,14 @@ async def test_a_429_refunds_and_settles_under_what_was_accepted() -> None:
     await h.deliver()
     assert budget.max_users == 360  # the refunded request does not count as accepted
     assert h.delivery.stats.throttled == 1
+
+
+async def test_a_crashing_lane_is_reported_not_left_stalled() -> None:
+    def explode(_body: bytes) -> Answer:
+        raise RuntimeError("bug in the client")
+
+    h = Harness(ScriptedClient([], explode))
+    h.add(0, "user0")
+    await h.deliver()  # returns: wait_idle does not hang on a dead lane
+    assert isinstance(h.delivery.crashed, RuntimeError)
+    assert h.ledger.committable() == {}
