@@ -22,7 +22,7 @@ demo: $(STAMP) ## run the whole pipeline end to end on a local broker and the Mo
 	$(BIN)/python -m connector.demo
 
 test: $(STAMP) ## run the whole suite: unit tests, then integration tests on a real broker and the sandbox
-	$(BIN)/python -m pytest tests -m "not slow"
+	$(BIN)/python -m pytest tests -m "not slow" --durations=15
 
 test-unit: $(STAMP) ## unit tests only (no processes)
 	$(BIN)/python -m pytest tests/unit

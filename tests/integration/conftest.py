@@ -212,6 +212,14 @@ def base_config(
     return cfg
 
 
+def short_session(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A killed member holds its partitions until its session times out: keep that short in
+    tests that SIGKILL a connector, so the survivors or the restart take over in ~2 s."""
+    cfg["kafka"]["session.timeout.ms"] = 2000
+    cfg["kafka"]["heartbeat.interval.ms"] = 500
+    return cfg
+
+
 def all_committed(bootstrap: str, group: str, topic: str, ends: dict[int, int]) -> bool:
     committed = committed_offsets(bootstrap, group, topic)
     return all(committed.get(p, -1) == end for p, end in ends.items())

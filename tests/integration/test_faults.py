@@ -29,6 +29,7 @@ from tests.integration.conftest import (
     base_config,
     fresh_topic,
     load_schema,
+    short_session,
     wait_until,
 )
 from tests.integration.faults import (
@@ -142,6 +143,7 @@ def test_2_sigkill_at_random_moments_loses_nothing(
     r = run(records=records, partitions=6, users=1000, sandbox_args=("--latency-ms", "20"))
     cfg = r.config(max_in_flight=2)
     cfg["pipeline"]["max_buffered_records"] = buffered
+    short_session(cfg)
     rng = random.Random(7)
     with r.sampler:
         for _ in range(kills):
@@ -271,8 +273,8 @@ def test_6_outage_longer_than_max_poll_interval_keeps_the_group_and_memory_flat(
     run: Callable[..., Run],
 ) -> None:
     r = run(records=20_000, partitions=4, users=1000)
-    cfg = r.config()
-    cfg["kafka"]["max.poll.interval.ms"] = 10_000
+    cfg = short_session(r.config())
+    cfg["kafka"]["max.poll.interval.ms"] = 5_000
     cfg["pipeline"]["max_buffered_records"] = 1000
     r.sandbox.admin("POST", "faults", {"outage": True})
     rss: list[float] = []
@@ -286,7 +288,7 @@ def test_6_outage_longer_than_max_poll_interval_keeps_the_group_and_memory_flat(
         def outage_long_enough() -> bool:
             assert proc.proc is not None
             rss.append(_rss_mb(proc.proc.pid))
-            return bool(r.sandbox.admin("GET", "attempts")[-1][0] - t0 >= 20)
+            return bool(r.sandbox.admin("GET", "attempts")[-1][0] - t0 >= 10)
 
         wait_until(outage_long_enough, 60, "an outage twice max.poll.interval.ms")
         assert proc.running()

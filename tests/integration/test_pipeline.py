@@ -20,6 +20,7 @@ from tests.integration.conftest import (
     base_config,
     fresh_topic,
     load_schema,
+    short_session,
     wait_until,
 )
 
@@ -282,7 +283,7 @@ def test_sigkill_between_sending_and_committing_loses_nothing(
             "transform": {"mapping": EVENT_MAPPING},
         }
     ]
-    cfg = base_config(broker, sandbox.url, group, topics)
+    cfg = short_session(base_config(broker, sandbox.url, group, topics))
     cfg["pipeline"]["commit_interval_ms"] = 600_000  # sends happen, the periodic commit does not
     first = connector(cfg)
     wait_until(
