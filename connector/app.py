@@ -219,12 +219,29 @@ class Connector:
         # loop and the consumer took turns). A prefetched batch left over at shutdown is never
         # tracked, so its records are not committed and are read again on the next start.
         pending = fetch()
+        # Batches close on time even while the loop waits for the consumer (up to the poll
+        # timeout plus the broker's fetch wait): at a low input rate that wait was added to the
+        # linger of every batch (make bench: p99 543 ms with a 200 ms linger).
+        clock = asyncio.create_task(self._linger_clock(linger)) if linger > 0 else None
         try:
             await self._turns(pending, fetch, linger, commit_every, next_commit)
         finally:
+            if clock is not None:
+                clock.cancel()
             last = self._last_fetch or pending
             if not last.done():
                 await asyncio.wait([last])
+
+    async def _linger_clock(self, linger: float) -> None:
+        """Close each lane's open batch when its linger time is up."""
+        assert self.delivery is not None
+        delivery = self.delivery
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            now = loop.time()
+            delivery.flush_lingering(now, linger)
+            due = delivery.next_linger_due(linger)
+            await asyncio.sleep(linger if due is None else max(0.001, due - now))
 
     async def _turns(
         self,

@@ -142,8 +142,13 @@ class Delivery:
 
     def flush_lingering(self, now: float, linger: float) -> None:
         for lane in self.lanes:
-            if lane.opened_at is not None and now - lane.opened_at >= linger:
+            if lane.opened_at is not None and now >= lane.opened_at + linger:
                 self._flush_lane(lane)
+
+    def next_linger_due(self, linger: float) -> float | None:
+        """When the oldest open batch reaches its linger time (None: no batch is open)."""
+        opened = [lane.opened_at for lane in self.lanes if lane.opened_at is not None]
+        return min(opened) + linger if opened else None
 
     def flush_all(self) -> None:
         for lane in self.lanes:

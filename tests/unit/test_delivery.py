@@ -218,3 +218,21 @@ async def test_a_crashing_lane_is_reported_not_left_stalled() -> None:
     await h.deliver()  # returns: wait_idle does not hang on a dead lane
     assert isinstance(h.delivery.crashed, RuntimeError)
     assert h.ledger.committable() == {}
+
+
+def test_the_oldest_open_batch_sets_when_the_linger_clock_fires_next() -> None:
+    h = Harness(ScriptedClient([]), lanes=4)
+    assert h.delivery.next_linger_due(0.2) is None  # nothing open: nothing to wake for
+    tracker = h.ledger.tracker(("t", 0))
+    assert tracker is not None
+    for offset, (customer, at) in enumerate([("a", 1.0), ("b", 1.05), ("c", 1.1)]):
+        slot = tracker.track(offset, 1)
+        el = orjson.dumps({"type": "customer", "customer_id": customer, "attributes": {}})
+        h.delivery.add(el, slot, Cost(users=1), customer, now=at)
+    opened = sorted(lane.opened_at for lane in h.delivery.lanes if lane.opened_at is not None)
+    assert h.delivery.next_linger_due(0.2) == pytest.approx(opened[0] + 0.2)
+    h.delivery.flush_lingering(opened[0] + 0.2, 0.2)  # the clock fires: that batch closes
+    still_open = sorted(lane.opened_at for lane in h.delivery.lanes if lane.opened_at is not None)
+    assert opened[0] not in still_open
+    due = h.delivery.next_linger_due(0.2)
+    assert due is None or due == pytest.approx(still_open[0] + 0.2)
