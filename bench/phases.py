@@ -211,6 +211,17 @@ def _latencies(record: Path, producer: PacedProducer) -> dict[str, Any]:
         for seq, ts_ms in producer.timestamps_ms.items()
         if seq in accepted
     )
+    # The connector's share: from the broker's acknowledgement of the write (the earliest a
+    # consumer can see the record) to the 200. Tansu acknowledges some writes hundreds of ms
+    # after the record's timestamp, which no consumer can make up for.
+    after_ack = sorted(
+        (accepted[seq] - acked) * 1000
+        for seq, acked in producer.acked_at.items()
+        if seq in accepted
+    )
+    broker_ack = sorted(
+        acked * 1000 - producer.timestamps_ms[seq] for seq, acked in producer.acked_at.items()
+    )
     return {
         "rate_per_s": producer.rate,
         "seconds": producer.seconds,
@@ -222,6 +233,16 @@ def _latencies(record: Path, producer: PacedProducer) -> dict[str, Any]:
         "p90_ms": percentile(values, 90),
         "p99_ms": percentile(values, 99),
         "max_ms": values[-1] if values else math.nan,
+        "broker_ack": {
+            "what": "record timestamp -> the broker's acknowledgement of the write",
+            "p50_ms": percentile(broker_ack, 50),
+            "p99_ms": percentile(broker_ack, 99),
+        },
+        "after_broker_ack": {
+            "what": "the broker's acknowledgement of the write -> the 200 (the connector's share)",
+            "p50_ms": percentile(after_ack, 50),
+            "p99_ms": percentile(after_ack, 99),
+        },
     }
 
 

@@ -289,6 +289,13 @@ def table(doc: dict[str, Any]) -> str:
             f"over {lat['matched_in_sandbox']:,}/{lat['produced']:,} records; connector used "
             f"{lat['connector_core_share']:.0%} of a core",
         ]
+        ack, after = lat.get("broker_ack"), lat.get("after_broker_ack")
+        if ack and after:
+            lines.append(
+                f"  timestamp -> broker's write acknowledgement: p50 {ack['p50_ms']:.0f} ms, p99 "
+                f"{ack['p99_ms']:.0f} ms; acknowledgement -> 200 (the connector's share): p50 "
+                f"{after['p50_ms']:.0f} ms, p99 {after['p99_ms']:.0f} ms"
+            )
         bare = lat.get("bare_consumer")
         if bare:
             lines.append(

@@ -149,6 +149,7 @@ class PacedProducer:
         self.rate = rate
         self.seconds = seconds
         self.timestamps_ms: dict[int, int] = {}
+        self.acked_at: dict[int, float] = {}
         self.failures: list[str] = []
         self.produced = 0
         self.value_bytes = 0
@@ -170,6 +171,9 @@ class PacedProducer:
             self.failures.append(str(err))
             return
         self.timestamps_ms[seq] = msg.timestamp()[1]
+        # When the broker confirmed the write: before it, no consumer can see the record. The
+        # callback runs in poll(), called at least every 10 ms, so this is late by up to that.
+        self.acked_at[seq] = time.time()
         p = msg.partition()
         self.ends[p] = max(self.ends.get(p, 0), msg.offset() + 1)
 

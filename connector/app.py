@@ -20,12 +20,11 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import aiohttp
-import orjson
 import structlog
 from aiohttp import web
 from confluent_kafka import KafkaError, Message
 
-from connector.batching import Batch, Cost, ElementTooLarge
+from connector.batching import Batch, Cost, ElementTooLarge, encode
 from connector.config import Credentials, Settings
 from connector.deadletter import DeadLetterWriter, producer_config
 from connector.elements import Element
@@ -384,7 +383,7 @@ class Connector:
         out = []
         for produced in pipe.transform(record):
             element = self.validator.validate(produced)
-            data = orjson.dumps(element)
+            data = encode(element)
             try:
                 self.delivery.check_fits_alone(data)
             except ElementTooLarge as e:

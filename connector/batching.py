@@ -52,6 +52,16 @@ class Cost:
     events: int = 0
 
 
+def encode(element: dict[str, Any]) -> bytes:
+    """An element's JSON, in a bytes object of its own size.
+
+    orjson hands back its working buffer: a 300-byte element keeps a 4 KiB allocation. Elements
+    wait in batches until their request is acknowledged, so that was 4 KiB per buffered element
+    (make bench: peak RSS 148 MB, most of it these buffers); a copy costs well under 1 µs.
+    """
+    return bytes(memoryview(orjson.dumps(element)))
+
+
 def _size(parts: list[bytes]) -> int:
     return ENVELOPE_BYTES + sum(len(p) for p in parts) + max(len(parts) - 1, 0)
 
@@ -201,7 +211,7 @@ class Batcher:
             extra_users = 0
         elif kind == "customer":
             merged_update = self._merge_update(cur.updates.get(index), element)
-            new = orjson.dumps(merged_update) if merged_update is not None else None
+            new = encode(merged_update) if merged_update is not None else None
             extra_users = 0  # the point of merging updates: one user spent, not two
         else:
             return False

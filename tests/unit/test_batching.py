@@ -1,11 +1,12 @@
 """Bodies are exact: their size is tracked, never over the limit, and split in order."""
 
 import itertools
+import tracemalloc
 
 import orjson
 import pytest
 
-from connector.batching import ENVELOPE_BYTES, Batch, Batcher, Cost, ElementTooLarge
+from connector.batching import ENVELOPE_BYTES, Batch, Batcher, Cost, ElementTooLarge, encode
 from connector.offsets import OffsetLedger, Slot
 
 
@@ -235,3 +236,17 @@ def test_split_of_a_coalesced_batch_keeps_every_slot_with_its_element() -> None:
     assert [s.offset for s in second.slots] == [3]
     _check_exact(first)
     _check_exact(second)
+
+
+def test_encoded_elements_hold_only_their_own_bytes() -> None:
+    element = {"type": "customer", "customer_id": "u1", "attributes": {"name": "x" * 200}}
+    assert encode(element) == orjson.dumps(element)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [encode(element) for _ in range(200)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # ~260 bytes of JSON each (orjson's own buffer would keep 4 KiB apiece, 800 KiB in all)
+    assert held < 200 * 600, f"{held / len(kept):.0f} bytes held per element"

@@ -57,6 +57,7 @@ def test_latency_join_uses_first_acceptance(tmp_path: Path) -> None:
     producer = PacedProducer.__new__(PacedProducer)
     producer.rate, producer.seconds, producer.produced, producer.failures = 10, 1.0, 2, []
     producer.timestamps_ms = {0: 1_000_000, 1: 1_000_100}
+    producer.acked_at = {0: 1000.05, 1: 1000.2}  # the broker confirmed each write this late
 
     def line(ts: float, seqs: list[int]) -> bytes:
         actions = [{"action": "a", "attributes": {"bench_seq": s}} for s in seqs]
@@ -69,6 +70,10 @@ def test_latency_join_uses_first_acceptance(tmp_path: Path) -> None:
     assert out["matched_in_sandbox"] == 2
     assert out["p50_ms"] == pytest.approx(250)
     assert out["max_ms"] == pytest.approx(400)
+    # The connector's share starts at the broker's acknowledgement: 200 ms and 300 ms.
+    assert out["broker_ack"]["p99_ms"] == pytest.approx(100)
+    assert out["after_broker_ack"]["p50_ms"] == pytest.approx(200)
+    assert out["after_broker_ack"]["p99_ms"] == pytest.approx(300)
 
 
 def test_targets_pass_and_miss() -> None:
