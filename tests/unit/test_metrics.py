@@ -205,3 +205,11 @@ def test_readiness_gauge_is_zero_when_not_ready(m: Metrics) -> None:
 
 def test_build_info_carries_the_version(m: Metrics) -> None:
     assert value(m, "build_info", version=__version__) == 1
+
+
+def test_coalescing_counts_only_what_is_new_since_the_last_report(m: Metrics) -> None:
+    m.coalesced(events=5, updates=2)
+    m.coalesced(events=5, updates=2)  # nothing new: the counters stay
+    m.coalesced(events=12, updates=3)
+    assert value(m, "coalesced_total", kind="events") == 12
+    assert value(m, "coalesced_total", kind="updates") == 3
