@@ -1,0 +1,200 @@
+"""The connector's per-record CPU, stage by stage, in one process: no broker, no HTTP.
+
+``python -m bench.hotpath [--records N] [--profile]`` builds the benchmark's event and user
+records (the same generators, schemas and mappings as ``make bench``), wraps them in real
+``confluent_kafka.Message`` objects and feeds them through the run loop's own per-record code
+(``Connector._handle``: decode, transform, validate, encode, batch, ledger) with the lanes not
+started, so only the loop's work is measured. It prints microseconds per record for each stage
+alone and for the whole path; ``--profile`` adds a cProfile table of the whole path.
+
+This is where the loop's cost per record is read and attributed; ``make bench`` measures the
+real process end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import pstats
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Message
+from pydantic import SecretStr
+
+from bench.runner import EVENT_MAPPING, USER_MAPPING
+from bench.workload import EVENT_PROPS, EVENT_SEED, SCHEMAS, USER_SEED, schema
+from connector.app import Connector
+from connector.config import Credentials, parse_settings
+from connector.devtools.workload import events, users
+from connector.pipeline import record_from_message
+from connector.ratelimit import Budget
+from connector.sink.delivery import Delivery, RetryPolicy
+from connector.source.decoding import encode_confluent, encode_raw
+
+EVENTS, USERS = "hot.events", "hot.users"
+SCHEMA_ID = 1
+
+
+class _Registry:
+    """The users' writer schema by id, as the Schema Registry client would hand it back."""
+
+    def __init__(self, parsed: Any) -> None:
+        self._parsed = parsed
+
+    def get(self, schema_id: int) -> Any:
+        return self._parsed
+
+
+def _messages(n_events: int, n_users: int) -> list[Message]:
+    _, ev_schema = schema("event")
+    _, us_schema = schema("user")
+    out = []
+    for i, e in enumerate(events(n_events, max(n_users, 1000), seed=EVENT_SEED, props=EVENT_PROPS)):
+        out.append(
+            Message(
+                topic=EVENTS,
+                partition=0,
+                offset=i,
+                key=e["user_id"].encode(),
+                value=encode_raw(ev_schema, e),
+                timestamp=(1, 1_767_225_600_000 + i),
+            )
+        )
+    for i, u in enumerate(users(n_users, seed=USER_SEED)):
+        out.append(
+            Message(
+                topic=USERS,
+                partition=0,
+                offset=i,
+                key=u["user_id"].encode(),
+                value=encode_confluent(SCHEMA_ID, us_schema, u),
+                timestamp=(1, 1_767_225_600_000 + i),
+            )
+        )
+    return out
+
+
+def _connector() -> Connector:
+    """A connector over the two topics, ready for ``_handle``: lanes built but never started."""
+    settings = parse_settings(
+        {
+            "moengage": {
+                "base_url": "http://127.0.0.1:9",
+                "users_per_minute": None,
+                "events_per_minute": None,
+            },
+            "kafka": {"bootstrap.servers": "127.0.0.1:9", "group.id": "hotpath"},
+            "schema_registry": {"url": "http://127.0.0.1:9"},
+            "topics": [
+                {
+                    "name": EVENTS,
+                    "format": "avro",
+                    "schema": str(SCHEMAS / "event.avsc"),
+                    "transform": {"mapping": EVENT_MAPPING},
+                },
+                {"name": USERS, "format": "confluent", "transform": {"mapping": USER_MAPPING}},
+            ],
+            "observability": {"enabled": False},
+        },
+        base_dir=Path.cwd(),
+        environ={},
+    )
+    conn = Connector(settings, Credentials(workspace_id="HOT", api_key=SecretStr("hot-key")))
+    users_decoder: Any = conn.pipelines[USERS].decoder
+    users_decoder._registry = _Registry(schema("user")[1])  # no registry process here
+    m = settings.moengage
+    conn.delivery = Delivery(
+        None,  # type: ignore[arg-type]  # lanes are never started: nothing is sent
+        Budget(None, None, 0.0),
+        lanes=m.max_in_flight,
+        max_request_bytes=m.max_request_bytes,
+        retry=RetryPolicy(m.retry_initial_ms / 1000, m.retry_max_ms / 1000),
+        on_rejected=conn._rejected_by_api,
+        coalesce=m.coalesce,
+        metrics=conn.metrics,
+    )
+    conn.ledger.assign([(EVENTS, 0), (USERS, 0)])
+    return conn
+
+
+def _cpu_us(n: int, fn: Callable[[], object]) -> float:
+    gc.collect()
+    started = time.process_time()
+    fn()
+    return (time.process_time() - started) / n * 1e6
+
+
+async def _main(args: argparse.Namespace) -> int:
+    msgs = _messages(args.records * 5 // 6, args.records // 6)
+    n = len(msgs)
+    conn = _connector()
+    decoded: list[Any] = []
+    records: list[Any] = []
+    elements: list[Any] = []
+
+    def decode() -> None:
+        decoded.extend(conn.pipelines[str(m.topic())].decoder(m.value()) for m in msgs)
+
+    def wrap() -> None:
+        records.extend(map(record_from_message, msgs, decoded))
+
+    def transform() -> None:
+        for r in records:
+            elements.extend(conn.pipelines[r.topic].transform(r))
+
+    def validate() -> None:
+        for e in elements:
+            conn.validator.validate(e)
+
+    rows = [
+        ("decode (fastavro + logical types)", _cpu_us(n, decode)),
+        ("record_from_message", _cpu_us(n, wrap)),
+        ("transform (mapping)", _cpu_us(n, transform)),
+        ("validate", _cpu_us(n, validate)),
+    ]
+
+    # The whole per-record path, on a fresh connector (the stages above share nothing with it).
+    whole_conn = _connector()
+
+    def whole() -> None:
+        for msg in msgs:
+            coro = whole_conn._handle(msg, 0.0)
+            try:
+                coro.send(None)  # never suspends: no registry outage, no I/O
+            except StopIteration:
+                continue
+            raise AssertionError("_handle suspended")
+
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler is not None:
+        profiler.enable()
+    rows.append(("whole per-record path (Connector._handle)", _cpu_us(n, whole)))
+    if profiler is not None:
+        profiler.disable()
+    assert whole_conn.stats.records == n, whole_conn.stats
+    assert whole_conn.stats.bad_records == 0, whole_conn.stats
+
+    out = sys.stdout
+    out.write(f"hotpath: {n:,} records ({n - n // 6:,} events, {n // 6:,} users), CPU µs each\n")
+    for label, us in rows:
+        out.write(f"  {label:<45} {us:8.2f}\n")
+    if profiler is not None:
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.hotpath", description=__doc__)
+    ap.add_argument("--records", type=int, default=60_000)
+    ap.add_argument("--profile", action="store_true", help="add a cProfile table")
+    return asyncio.run(_main(ap.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
