@@ -33,6 +33,7 @@ from connector.errors import (
     ConfigError,
     ConnectorError,
     RecordRef,
+    SchemaRegistryAuthError,
     SchemaRegistryError,
     ValidationError,
 )
@@ -410,10 +411,13 @@ class Connector:
 
     async def _decode(self, pipe: TopicPipeline, raw: bytes | None) -> Any:
         """Decode; a Schema Registry outage is retried briefly, then stops the connector."""
-        delay = 0.5
+        delay = 1.0  # 1 + 2 + 4 + 8 + 16: about 30 s before giving up (README, exit code 5)
         for attempt in range(6):
             try:
                 return pipe.decoder(raw)
+            except SchemaRegistryAuthError as e:
+                self._fail(e, ExitCode.CONFIG)  # the same credentials would be refused again
+                raise
             except SchemaRegistryError as e:
                 if attempt == 5:
                     self._fail(e, ExitCode.SCHEMA_REGISTRY)

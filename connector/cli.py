@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from connector import __version__
-from connector.config import Settings, load_settings, resolve_credentials
+from connector.config import Settings, load_settings, resolve_credentials, secret_values
 from connector.errors import BadRecordError, ConfigError, ConnectorError, RecordRef
 
 EPILOG = "Documentation: README.md (configuration reference, delivery guarantees, exit codes)."
@@ -162,9 +162,8 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     creds = resolve_credentials(settings)
     register_basic_auth(creds.workspace_id, creds.api_key.get_secret_value())
-    for key, value in settings.kafka.items():
-        if "password" in key or "secret" in key:
-            register_secret(str(value))
+    for secret in secret_values(settings):
+        register_secret(secret)
     _configure_logging(settings)
 
     async def go() -> int:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -275,7 +276,7 @@ class SchemaRegistrySettings(_Frozen):
         return {"url": self.url, **self.properties}
 
     def __repr_args__(self) -> Any:
-        yield "url", self.url
+        yield "url", mask_userinfo(self.url)
         yield "properties", _masked(self.properties)
 
 
@@ -397,6 +398,37 @@ class Settings(_Frozen):
 
 def _masked(props: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (MASK if k in SECRET_KEYS else v) for k, v in props.items()}
+
+
+def mask_userinfo(url: str) -> str:
+    """The URL(s) with any ``user:password@`` replaced by ``***@``, fit for a message."""
+    out = []
+    for one in url.split(","):
+        parts = urlsplit(one.strip())
+        if "@" in parts.netloc:
+            parts = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2])
+        out.append(urlunsplit(parts))
+    return ",".join(out)
+
+
+def secret_values(settings: Settings) -> set[str]:
+    """Every secret string in the settings (librdkafka's and the registry's credentials, with
+    the password half of ``user:password`` pairs and URL passwords), for log redaction."""
+    found: set[str] = set()
+    props = dict(settings.schema_registry.properties) if settings.schema_registry else {}
+    for key, value in [*settings.kafka.items(), *props.items()]:
+        if not isinstance(value, str) or not value:
+            continue
+        if key in SECRET_KEYS or "password" in key or "secret" in key:
+            found.add(value)
+            if key == "basic.auth.user.info" and ":" in value:
+                found.add(value.split(":", 1)[1])
+    if settings.schema_registry is not None:
+        for one in settings.schema_registry.url.split(","):
+            parts = urlsplit(one.strip())
+            if parts.password:
+                found.update({parts.password, unquote(parts.password)})
+    return found
 
 
 # ----- loading ----------------------------------------------------------------------------------

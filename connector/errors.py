@@ -9,6 +9,7 @@
     │   └── RejectedByApiError       MoEngage answered 400 for this record's element alone ("send")
     ├── FatalApiError                401/403/409/415: retrying cannot help; an operator must act
     └── SchemaRegistryError          a schema could not be fetched (retriable)
+        └── SchemaRegistryAuthError  the registry refused our credentials (401/403): stop
 
 A ``BadRecordError`` carries the record's coordinates (topic, partition, offset) and the rule that
 failed, and ``str()`` of it says all of that in one line. No exception here ever holds an API key,
@@ -99,3 +100,10 @@ class SchemaRegistryError(ConnectorError):
     """The Schema Registry could not be reached or answered with an error."""
 
     retriable = True
+
+
+class SchemaRegistryAuthError(SchemaRegistryError):
+    """The Schema Registry refused the connector's credentials: retrying (or restarting) sends
+    the same wrong credentials again, so the connector stops and says which key to fix."""
+
+    retriable = False

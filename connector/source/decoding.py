@@ -40,7 +40,12 @@ from fastavro.repository.base import AbstractSchemaRepository, SchemaRepositoryE
 from fastavro.schema import SchemaParseException, UnknownType, load_schema
 
 from connector.config import SECRET_KEYS, SchemaRegistrySettings, Settings, TopicSpec
-from connector.errors import ConfigError, DecodeError, SchemaRegistryError
+from connector.errors import (
+    ConfigError,
+    DecodeError,
+    SchemaRegistryAuthError,
+    SchemaRegistryError,
+)
 
 _HEADER = struct.Struct(">BI")  # Confluent framing: magic byte, schema id
 _MAGIC = 0
@@ -358,9 +363,10 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 class SchemaLookup:
     """Writer schemas by id from the Confluent Schema Registry, parsed and cached.
 
-    An id the registry does not know raises ``SchemaNotFoundError`` (the record is bad); anything
-    else -- refused connections, timeouts, 5xx, auth -- raises ``SchemaRegistryError``, which is
-    retriable. Messages never contain the registry's credentials.
+    An id the registry does not know raises ``SchemaNotFoundError`` (the record is bad); refused
+    credentials (401/403) raise ``SchemaRegistryAuthError``, which is not retriable; anything else
+    -- refused connections, timeouts, 5xx -- raises ``SchemaRegistryError``, which is retriable.
+    Messages never contain the registry's credentials.
     """
 
     def __init__(self, registry: SchemaRegistrySettings, *, client: Any = None) -> None:
@@ -397,6 +403,13 @@ class SchemaLookup:
             # 40403 "schema not found"; a 404 without a registry code is more likely a wrong URL.
             if e.http_status_code == 404 and 40400 <= (e.error_code or 0) < 40500:
                 raise SchemaNotFoundError(schema_id) from None
+            if e.http_status_code in (401, 403):
+                raise SchemaRegistryAuthError(
+                    f"the Schema Registry at {self._url} refused the connector's credentials "
+                    f"(HTTP {e.http_status_code}) fetching schema id {schema_id}: check "
+                    "schema_registry.properties (basic.auth.user.info, bearer.auth.*) and the "
+                    "registry's access rules for this subject"
+                ) from None
             raise self._error(schema_id, f"HTTP {e.http_status_code}: {e.error_message}") from None
         except self._transport as e:
             raise self._error(schema_id, f"{type(e).__name__}: {e}") from None

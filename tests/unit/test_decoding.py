@@ -20,7 +20,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError as ClientR
 from fastavro import parse_schema
 
 from connector.config import Settings, parse_settings
-from connector.errors import ConfigError, DecodeError, SchemaRegistryError
+from connector.errors import ConfigError, DecodeError, SchemaRegistryAuthError, SchemaRegistryError
 from connector.source import decoding
 from connector.source.decoding import (
     SchemaLookup,
@@ -461,7 +461,6 @@ def test_registry_404_is_an_unknown_schema_decode_error() -> None:
     "error",
     [
         ClientRegistryError(500, 50001, "store error"),
-        ClientRegistryError(401, 40101, "unauthorized"),
         ClientRegistryError(404, -1, "<html>not found</html>"),  # a wrong URL, not a missing id
         ConnectionRefusedError(111, "Connection refused"),
     ],
@@ -471,6 +470,15 @@ def test_registry_failure_is_retriable_not_bad_input(error: Exception) -> None:
         lookup_with(FakeClient({9: error})).get(9)
     assert info.value.retriable
     assert not isinstance(info.value, DecodeError)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_registry_credentials_are_not_retried_and_name_the_key(status: int) -> None:
+    with pytest.raises(SchemaRegistryAuthError) as info:
+        lookup_with(FakeClient({9: ClientRegistryError(status, 40101, "unauthorized")})).get(9)
+    assert not info.value.retriable
+    assert f"HTTP {status}" in str(info.value)
+    assert "basic.auth.user.info" in str(info.value)
 
 
 def test_non_avro_registry_schema_is_unsupported() -> None:
