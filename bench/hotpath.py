@@ -152,6 +152,9 @@ async def _main(args: argparse.Namespace) -> int:
         for e in elements:
             conn.validator.validate(e)
 
+    # The whole per-record path runs on a connector of its own (the stages share nothing with it),
+    # built here so that '--only setup' builds everything '--only whole' does.
+    whole_conn = _connector()
     if args.only == "setup":
         return 0
     rows = []
@@ -162,9 +165,6 @@ async def _main(args: argparse.Namespace) -> int:
             ("transform (mapping)", _cpu_us(n, transform)),
             ("validate", _cpu_us(n, validate)),
         ]
-
-    # The whole per-record path, on a fresh connector (the stages above share nothing with it).
-    whole_conn = _connector()
 
     def whole() -> None:
         for msg in msgs:

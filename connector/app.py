@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 from confluent_kafka import KafkaError, Message
 
-from connector.batching import Batch, Cost, ElementTooLarge, encode
+from connector.batching import ENVELOPE_BYTES, Batch, Cost, ElementTooLarge, encode
 from connector.config import Credentials, Settings
 from connector.deadletter import DeadLetterWriter, producer_config
 from connector.elements import Element
@@ -59,6 +59,7 @@ from connector.ratelimit import Budget
 from connector.sink.client import MoEngageClient
 from connector.sink.delivery import Delivery, RetryPolicy
 from connector.source.consumer import KafkaSource
+from connector.transforms import Record
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +98,11 @@ class Connector:
         self.health = HealthState(now=time.monotonic())  # the loop's clock on asyncio's loops
         self.observability_port: int | None = None
         self.delivered_log = open_delivered_log(settings)
+        # Read once per record: plain attributes, not lookups through the settings models.
+        self._dlq_topics = frozenset(t.name for t in settings.topics if t.error_policy == "dlq")
+        self._device_cost = settings.moengage.device_cost
+        self._max_element_bytes = settings.moengage.max_request_bytes - ENVELOPE_BYTES
+        self._consumed: dict[TopicPartitionKey, int] = {}  # records read since the last publish
 
     # ----- lifecycle ----------------------------------------------------------------------------
 
@@ -278,6 +284,7 @@ class Connector:
                 if self._stop.is_set():
                     break
                 await self._handle(msg, now)
+            self._publish_consumed()
             if self.dlq is not None:
                 self.dlq.poll()
             self.delivery.flush_lingering(loop.time(), linger)
@@ -366,17 +373,24 @@ class Connector:
                     self._fail(ConnectorError(f"Kafka: {err.str()}"), ExitCode.KAFKA)
             return
         topic, partition, offset = message_coordinates(msg)
-        tracker = self.ledger.tracker((topic, partition))
+        key = (topic, partition)
+        tracker = self.ledger.tracker(key)
         if tracker is None:  # revoked while this batch was in flight: the new owner reads it
             return
         raw = msg.value()
         slot = tracker.track(offset, len(raw) if raw else 0)
         self.stats.records += 1
-        self.metrics.record_consumed(topic, partition)
-        if self.topic_specs[topic].error_policy == "dlq":
+        consumed = self._consumed
+        consumed[key] = consumed.get(key, 0) + 1
+        if topic in self._dlq_topics:
             slot.msg = msg  # an element MoEngage rejects later is dead-lettered as this record
+        pipe = self.pipelines[topic]
         try:
-            encoded = await self._elements(msg, topic, raw)
+            try:
+                value = pipe.decoder(raw)
+            except SchemaRegistryError as e:
+                value = await self._decode_retrying(pipe, raw, e)
+            encoded = self._elements(record_from_message(msg, value), pipe)
         except BadRecordError as e:
             self._bad_record(slot, e.at(RecordRef(topic, partition, offset)), msg)
             return
@@ -385,46 +399,60 @@ class Connector:
         if not encoded:
             self.stats.filtered += 1
         assert self.delivery is not None
+        add = self.delivery.add
         for data, cost, customer, element in encoded:
-            self.delivery.add(data, slot, cost, customer, now, element=element)
+            add(data, slot, cost, customer, now, element=element)
         self.stats.elements += len(encoded)
         slot.release()
 
-    async def _elements(
-        self, msg: Message, topic: str, raw: bytes | None
+    def _elements(
+        self, record: Record, pipe: TopicPipeline
     ) -> list[tuple[bytes, Cost, str, Element]]:
-        """Decode, transform, validate and encode one record; raise BadRecordError if it can't."""
-        pipe = self.pipelines[topic]
-        record = record_from_message(msg, await self._decode(pipe, raw))
-        assert self.delivery is not None
+        """Transform, validate and encode one record; raise BadRecordError if it can't be."""
+        validate, customer_key = self.validator.validate, self.validator.customer_key
         out = []
         for produced in pipe.transform(record):
-            element = self.validator.validate(produced)
+            element = validate(produced)
             data = encode(element)
-            try:
-                self.delivery.check_fits_alone(data)
-            except ElementTooLarge as e:
-                raise ValidationError(str(e), rule="element.too_large") from None
-            cost = element_cost(element, self.settings.moengage.device_cost)
-            out.append((data, cost, self.validator.customer_key(element), element))
+            if len(data) > self._max_element_bytes:
+                assert self.delivery is not None
+                try:
+                    self.delivery.check_fits_alone(data)
+                except ElementTooLarge as e:
+                    raise ValidationError(str(e), rule="element.too_large") from None
+            out.append(
+                (data, element_cost(element, self._device_cost), customer_key(element), element)
+            )
         return out
 
-    async def _decode(self, pipe: TopicPipeline, raw: bytes | None) -> Any:
-        """Decode; a Schema Registry outage is retried briefly, then stops the connector."""
-        delay = 1.0  # 1 + 2 + 4 + 8 + 16: about 30 s before giving up (README, exit code 5)
-        for attempt in range(6):
+    def _publish_consumed(self) -> None:
+        """Records read since the last call, per partition, into the metrics (once per batch:
+        a Prometheus counter takes a lock per increment)."""
+        for (topic, partition), n in self._consumed.items():
+            self.metrics.record_consumed(topic, partition, n)
+        self._consumed.clear()
+
+    async def _decode_retrying(
+        self, pipe: TopicPipeline, raw: bytes | None, error: Exception
+    ) -> Any:
+        """The Schema Registry failed for this record: retry about 30 s (1 + 2 + 4 + 8 + 16),
+        then stop the connector (exit 5); refused credentials stop it at once (exit 2)."""
+        delay = 1.0
+        for attempt in range(1, 7):
+            if isinstance(error, SchemaRegistryAuthError):
+                self._fail(error, ExitCode.CONFIG)  # the same credentials would be refused again
+                raise error
+            if attempt == 6:
+                assert isinstance(error, SchemaRegistryError)
+                self._fail(error, ExitCode.SCHEMA_REGISTRY)
+                raise error  # not bad input: the record is fine, the registry is not
+            log.warning("schema_registry_retry", error=str(error), delay_s=delay)
+            await asyncio.sleep(delay)
+            delay *= 2
             try:
                 return pipe.decoder(raw)
-            except SchemaRegistryAuthError as e:
-                self._fail(e, ExitCode.CONFIG)  # the same credentials would be refused again
-                raise
             except SchemaRegistryError as e:
-                if attempt == 5:
-                    self._fail(e, ExitCode.SCHEMA_REGISTRY)
-                    raise  # not bad input: the record is fine, the registry is not
-                log.warning("schema_registry_retry", error=str(e), delay_s=delay)
-                await asyncio.sleep(delay)
-                delay *= 2
+                error = e
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _bad_record(self, slot: Slot, error: BadRecordError, msg: Message | None) -> None:
@@ -471,7 +499,9 @@ class Connector:
                 self.metrics.dead_lettered(ref.topic, error.stage)
                 slot.ack()  # only now may the record's offset be committed
                 return
-            log.error("dead_letter_failed", topic=dlq_topic, error=err.str(), **fields)
+            log.error(
+                "dead_letter_failed", dead_letter_topic=dlq_topic, write_error=err.str(), **fields
+            )
             self._fail(
                 ConnectorError(f"dead-letter write to {dlq_topic} failed: {err.str()}"),
                 ExitCode.DEAD_LETTER,

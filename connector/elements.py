@@ -119,7 +119,8 @@ def _time_or_none(value: object) -> int | str | None:
         return math.floor(value / 1000 if value >= _MS_THRESHOLD else value)
     if isinstance(value, str):
         stripped = value.strip()
-        if stripped.isascii():
+        # A number never holds ':' (ISO 8601 times do): skip the float() that would raise.
+        if stripped.isascii() and ":" not in stripped:
             if stripped.isdigit():
                 return _epoch(int(stripped))
             if "_" not in stripped:

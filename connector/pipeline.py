@@ -56,32 +56,39 @@ class TopicPipeline:
 
 def message_coordinates(msg: Message) -> tuple[str, int, int]:
     """Topic, partition, offset of a consumed (non-error) message, which always has all three."""
-    return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
+    return msg.topic(), msg.partition(), msg.offset()  # type: ignore[return-value]
 
 
 def record_from_message(msg: Message, value: Any) -> Record:
-    topic, partition, offset = message_coordinates(msg)
+    """The transform's view of a consumed (non-error) message (once per record: positional
+    arguments, no casts)."""
     ts_type, ts = msg.timestamp()
-    headers = msg.headers() or ()
+    headers = msg.headers()
     return Record(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        key=msg.key(),
-        value=value,
-        headers=tuple(cast(list[tuple[str, bytes | None]], headers)),
-        timestamp_ms=ts if ts_type else None,
+        msg.topic(),  # type: ignore[arg-type]
+        msg.partition(),  # type: ignore[arg-type]
+        msg.offset(),  # type: ignore[arg-type]
+        msg.key(),
+        value,
+        tuple(cast(list[tuple[str, bytes | None]], headers)) if headers else (),
+        ts if ts_type else None,
     )
+
+
+# Costs are immutable: the common ones are shared instead of built per element.
+_ONE_USER = Cost(users=1)
+_EVENT_COSTS = tuple(Cost(events=n) for n in range(33))
 
 
 def element_cost(element: Element, device_users: int = 1) -> Cost:
     """Users/events an element spends: customer = 1 user, device = configurable, event = actions."""
     kind = element.get("type")
     if kind == "event":
-        return Cost(events=len(element.get("actions") or ()))
-    if kind == "device":
+        n = len(element.get("actions") or ())
+        return _EVENT_COSTS[n] if n < len(_EVENT_COSTS) else Cost(events=n)
+    if kind == "device" and device_users != 1:
         return Cost(users=device_users)
-    return Cost(users=1)
+    return _ONE_USER
 
 
 def build_pipelines(settings: Settings) -> dict[str, TopicPipeline]:

@@ -22,7 +22,7 @@ import importlib
 import json
 import struct
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from io import BytesIO
 from pathlib import Path
@@ -132,11 +132,82 @@ class _Plan:
     """A parsed writer schema and which parts of its values need logical-type rewriting.
 
     ``fields`` names the top-level record fields to rewrite; ``None`` means the whole value.
+    ``stamps`` are top-level timestamp fields read as plain integers and formatted directly
+    (``(name, units per second)``), without a ``datetime`` in between.
     """
 
     schema: Any
     convert: bool
     fields: tuple[str, ...] | None
+    stamps: tuple[tuple[str, int], ...] = ()
+
+
+_UNITS_PER_SECOND = {"timestamp-millis": 1000, "timestamp-micros": 1_000_000}
+
+
+def _plain_timestamp(field_type: Any) -> tuple[Any, int] | None:
+    """``(the type without its logical type, units per second)`` for a UTC timestamp type or a
+    union of null and one; None for anything else."""
+    if isinstance(field_type, list):
+        if len(field_type) != 2 or "null" not in field_type:
+            return None
+        i = 1 - field_type.index("null")
+        found = _plain_timestamp(field_type[i])
+        if found is None:
+            return None
+        union = list(field_type)
+        union[i] = found[0]
+        return union, found[1]
+    if isinstance(field_type, dict) and field_type.get("type") == "long":
+        units = _UNITS_PER_SECOND.get(field_type.get("logicalType", ""))
+        if units is not None:
+            return "long", units
+    return None
+
+
+def _with_plain_timestamps(schema: Any) -> tuple[Any, tuple[tuple[str, int], ...]]:
+    """The record schema with its top-level timestamp fields read as integers, and those fields.
+
+    fastavro turns each such value into an aware ``datetime`` that ``_to_jsonable`` then turns
+    into an ISO string (make bench: about 4 µs of a 30 µs decode); ``_iso_utc`` formats the
+    integer directly, to the same string.
+    """
+    if not (isinstance(schema, dict) and schema.get("type") == "record"):
+        return schema, ()
+    fields, stamps = [], []
+    for f in schema["fields"]:
+        found = _plain_timestamp(f["type"])
+        if found is None:
+            fields.append(f)
+        else:
+            fields.append({**f, "type": found[0]})
+            stamps.append((f["name"], found[1]))
+    return ({**schema, "fields": fields}, tuple(stamps)) if stamps else (schema, ())
+
+
+_EPOCH = datetime(1970, 1, 1)  # naive on purpose: only its calendar fields are used
+_MINUTES: dict[int, str] = {}  # minutes since the epoch -> "YYYY-MM-DDTHH:MM:" (bounded below)
+
+
+def _iso_utc(n: int, units: int) -> str:
+    """An epoch timestamp in ``units`` per second as ISO 8601 UTC, as ``_to_jsonable`` writes a
+    ``datetime``: ``2020-05-31T16:33:35Z``, with ``.fff`` or ``.ffffff`` when they are set.
+
+    Neighbouring records mostly share their minute, so its text is cached."""
+    s, frac = divmod(n, units)
+    minute, sec = divmod(s, 60)
+    prefix = _MINUTES.get(minute)
+    if prefix is None:
+        if len(_MINUTES) >= 4096:  # a stream spread over many minutes: keep the cache small
+            _MINUTES.clear()
+        prefix = _MINUTES[minute] = (_EPOCH + timedelta(minutes=minute)).isoformat()[:17]
+    if not frac:
+        return f"{prefix}{sec:02d}Z"
+    if units == 1000:
+        return f"{prefix}{sec:02d}.{frac:03d}Z"
+    if frac % 1000 == 0:
+        return f"{prefix}{sec:02d}.{frac // 1000:03d}Z"
+    return f"{prefix}{sec:02d}.{frac:06d}Z"
 
 
 def _without_uuid(schema: Any) -> Any:
@@ -165,13 +236,13 @@ def _without_uuid(schema: Any) -> Any:
 
 def _plan(schema: Any) -> _Plan:
     """Walk the schema once so decoding knows whether (and where) to rewrite values."""
-    schema = _without_uuid(schema)
+    schema, stamps = _with_plain_timestamps(_without_uuid(schema))
     named: dict[str, bool] = {}
     convert = _needs_conversion(schema, named)
     if convert and isinstance(schema, dict) and schema.get("type") == "record":
         fields = tuple(f["name"] for f in schema["fields"] if _needs_conversion(f["type"], named))
-        return _Plan(schema, convert, fields)
-    return _Plan(schema, convert, None)
+        return _Plan(schema, convert, fields, stamps)
+    return _Plan(schema, convert, None, stamps)
 
 
 def _needs_conversion(schema: Any, named: dict[str, bool]) -> bool:
@@ -241,6 +312,10 @@ def _read_avro(buf: BytesIO, plan: _Plan) -> Any:
     """Read one Avro body from ``buf``; trailing bytes are ignored, as fastavro does."""
     try:
         value: Any = schemaless_reader(buf, plan.schema, None)
+        for name, units in plan.stamps:
+            stamp = value[name]
+            if stamp is not None:
+                value[name] = _iso_utc(stamp, units)
     except _AVRO_ERRORS as e:
         raise DecodeError(
             f"Avro body does not match its schema: {type(e).__name__}: {e}", rule="decode.avro"

@@ -346,11 +346,47 @@ def test_schema_with_logical_types_converts_only_the_fields_that_hold_them(
 ) -> None:
     calls: list[Any] = []
     monkeypatch.setattr(decoding, "_to_jsonable", lambda v: calls.append(v) or v)
+    decoded = raw_decoder("user")(encode_raw(schema("user"), USER))
+    # Only the fields with a date or a decimal go through the converter; the top-level timestamp
+    # is formatted from its integer (below).
+    assert sorted(map(type, calls), key=str) == sorted([date, Decimal], key=str)
+    assert decoded["signup_time"].endswith("Z")
+
+
+def test_top_level_timestamps_are_formatted_without_the_generic_converter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[Any] = []
+    monkeypatch.setattr(decoding, "_to_jsonable", lambda v: calls.append(v) or v)
     decoded = raw_decoder("event")(encode_raw(schema("event"), EVENT))
-    # uuid strings are read as plain strings (no UUID object to convert back): only the
-    # timestamp field goes through the converter.
-    assert calls == [EVENT["event_time"]]
+    # uuid strings are read as plain strings (no UUID object to convert back), and the
+    # timestamp is read as its integer and formatted directly: nothing to convert.
+    assert calls == []
+    assert decoded["event_time"] == "2024-01-02T03:04:05.678Z"
     assert decoded["event_id"] == str(EVENT_ID)
+
+
+@pytest.mark.parametrize("units", ["millis", "micros"])
+@pytest.mark.parametrize("nullable", [False, True])
+def test_direct_timestamp_formatting_matches_the_datetime_path(units: str, nullable: bool) -> None:
+    """The integer path gives exactly what fastavro's datetime + _to_jsonable gave, over dates
+    before and after the epoch, with and without fractions."""
+    field_type: Any = logical("long", f"timestamp-{units}")
+    if nullable:
+        field_type = ["null", field_type]
+    moments = [
+        datetime(1969, 7, 20, 20, 17, 40, tzinfo=UTC),
+        datetime(1901, 1, 1, 0, 0, 0, 1000, tzinfo=UTC),
+        datetime(2020, 2, 29, 23, 59, 59, 999000, tzinfo=UTC),
+        datetime(2038, 1, 19, 3, 14, 8, 500000, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+    ]
+    if units == "micros":
+        moments += [datetime(2021, 1, 2, 3, 4, 5, 6, tzinfo=UTC)]
+    for moment in moments:
+        assert one_field(field_type, moment) == decoding._to_jsonable(moment)
+    if nullable:
+        assert one_field(field_type, None) is None
 
 
 # ----- JSON and tombstones --------------------------------------------------------------------
