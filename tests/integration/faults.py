@@ -10,9 +10,11 @@ check that every record below ``offset`` had been accepted by ``t``: no commit a
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,14 +180,26 @@ class Verdict:
     commits_ahead: int
     samples: int
     backwards: int
+    skipped: int = 0
 
     def line(self, name: str) -> str:
+        skipped = f"skipped={self.skipped} " if self.skipped else ""
         return (
             f"{name}: produced={self.produced} delivered={self.delivered} "
-            f"dead_lettered={self.dead_lettered} duplicates={self.duplicates} lost={self.lost} "
-            f"commits_ahead={self.commits_ahead} (of {self.samples} samples) "
+            f"dead_lettered={self.dead_lettered} {skipped}duplicates={self.duplicates} "
+            f"lost={self.lost} commits_ahead={self.commits_ahead} (of {self.samples} samples) "
             f"backwards={self.backwards}"
         )
+
+
+def _ready(routed: set[str] | Mapping[str, float] | None) -> dict[str, float]:
+    """Records taken care of without MoEngage → the time from which committing past them is
+    allowed (a plain set: from the start)."""
+    if routed is None:
+        return {}
+    if isinstance(routed, Mapping):
+        return dict(routed)
+    return dict.fromkeys(routed, 0.0)
 
 
 def judge(
@@ -193,13 +207,20 @@ def judge(
     record_file: Path,
     sampler: CommitSampler,
     *,
-    dead_lettered: set[str] | None = None,
+    dead_lettered: set[str] | Mapping[str, float] | None = None,
+    skipped: set[str] | Mapping[str, float] | None = None,
 ) -> Verdict:
-    """Check the invariants: nothing lost, nothing committed ahead, commits never go back."""
-    dead = dead_lettered or set()
+    """Check the invariants: nothing lost, nothing committed ahead, commits never go back.
+
+    ``dead_lettered`` and ``skipped`` are records the policy routed away from MoEngage; given as
+    a mapping, the time each was routed (e.g. the dead-letter write), before which a commit
+    past it is "ahead"."""
+    dead = _ready(dead_lettered)
+    skip = _ready(skipped)
+    routed = {**dead, **skip}
     accepted = accepted_times(record_file)
     counts = Counter({eid: len(ts) for eid, ts in accepted.items()})
-    lost = [eid for eid in tracked.where if eid not in accepted and eid not in dead]
+    lost = [eid for eid in tracked.where if eid not in accepted and eid not in routed]
     duplicates = sum(c - 1 for c in counts.values() if c > 1)
     # For each partition: prefix maximum of first-acceptance time by offset.
     offsets_by: dict[int, list[int]] = {}
@@ -208,7 +229,7 @@ def judge(
         latest = 0.0
         offsets, prefix = [], []
         for off, eid in rows:
-            first = min(accepted[eid]) if eid in accepted else (0.0 if eid in dead else INF)
+            first = min(accepted[eid]) if eid in accepted else routed.get(eid, INF)
             latest = max(latest, first)
             offsets.append(off)
             prefix.append(latest)
@@ -233,4 +254,64 @@ def judge(
         commits_ahead=ahead,
         samples=len(sampler.samples),
         backwards=backwards,
+        skipped=len(skip),
     )
+
+
+# ----- the duplicate bound ----------------------------------------------------------------------
+
+# A lost assignment may already have been taken over when its old owner notices: the broker
+# evicts a member one session timeout after its last heartbeat and the member learns it at its
+# next heartbeat (3 s by default). The suite's session timeout is at most 6 s: look that far back.
+LOST_LEAD_S = 6.0
+
+
+@dataclass(frozen=True)
+class Handover:
+    """A partition changing hands: revoked (the old owner drained and committed first) or lost."""
+
+    at: float  # when the old owner logged it, seconds since the epoch
+    partitions: tuple[int, ...]
+    lost: bool
+
+
+def log_time(event: Mapping[str, Any]) -> float:
+    return dt.datetime.fromisoformat(str(event["timestamp"])).timestamp()
+
+
+def handovers(topic: str, *logs: Iterable[Mapping[str, Any]]) -> list[Handover]:
+    """Every ``partitions_revoked``/``partitions_lost`` of ``topic`` in the connectors' logs."""
+    out = []
+    prefix = f"{topic}["
+    for log in logs:
+        for e in log:
+            if e.get("event") not in ("partitions_revoked", "partitions_lost"):
+                continue
+            parts = tuple(
+                int(tp[len(prefix) : -1]) for tp in e["partitions"] if tp.startswith(prefix)
+            )
+            if parts:
+                out.append(Handover(log_time(e), parts, e["event"] == "partitions_lost"))
+    return sorted(out, key=lambda h: h.at)
+
+
+def resend_bound(tracked: Tracked, sampler: CommitSampler, moves: Iterable[Handover]) -> int:
+    """The most records a run may deliver twice when no request outlives the client timeout.
+
+    Within one ownership a record is read once and resent only after an answer that did not
+    accept it (the sandbox records a request only when it accepts it): never twice. A second
+    delivery needs a handover: the next owner re-reads from the group's committed offset and can
+    resend each record at or above it once. Commits never go back (the judge checks), so the
+    committed offset at a handover is at least the last one sampled before it (for a loss, before
+    the takeover could have happened). Bound: over all handovers, the sum of each handed-over
+    partition's end offset minus that sampled commit. No handover: 0.
+    """
+    times = [t for t, _ in sampler.samples]
+    total = 0
+    for h in moves:
+        cutoff = h.at - (LOST_LEAD_S if h.lost else 0.0)
+        i = bisect.bisect_right(times, cutoff)
+        committed = sampler.samples[i - 1][1] if i else {}
+        for p in h.partitions:
+            total += max(0, tracked.ends.get(p, 0) - committed.get(p, 0))
+    return total

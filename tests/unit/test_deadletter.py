@@ -1,0 +1,294 @@
+"""The dead-letter contract: a dead-lettered record's offset is released for commit only once the
+broker has CONFIRMED the dead-letter write (the delivery report says so), never on a failed write.
+
+Kafka is not mocked in integration tests; here a small fake stands in for confluent-kafka's
+``Producer`` so that *when* the broker answers is under the test's control. Like librdkafka, the
+fake never calls a delivery callback from ``produce``: reports are served from ``poll``/``flush``,
+and only for writes the "broker" has answered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError
+from pydantic import SecretStr
+
+from connector import deadletter
+from connector.app import Connector
+from connector.config import Credentials, parse_settings
+from connector.deadletter import DeadLetterWriter
+from connector.errors import BadRecordError, DecodeError, RecordRef, RejectedByApiError
+from connector.offsets import OffsetLedger, Slot
+from connector.pipeline import ExitCode
+
+TOPIC = "orders"
+DLQ = "orders-dlq"
+KEY = (TOPIC, 0)
+
+
+@dataclass
+class Write:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, Any]]
+    on_delivery: Any
+    answer: KafkaError | str | None = "unanswered"  # what the broker said, once it said it
+    reported: bool = False
+
+
+@dataclass
+class FakeProducer:
+    """Records writes; the test plays the broker with :meth:`answer`; reports come from poll."""
+
+    config: dict[str, Any]
+    writes: list[Write] = field(default_factory=list)
+    full: int = 0  # raise BufferError on the next ``full`` produce calls
+
+    def produce(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, Any]],
+        on_delivery: Any,
+    ) -> None:
+        if self.full:
+            self.full -= 1
+            raise BufferError("Local: Queue full")
+        self.writes.append(Write(topic, key, value, list(headers), on_delivery))
+
+    def answer(self, i: int, err: KafkaError | None) -> None:
+        """The broker acknowledges (``None``) or fails write ``i``; reported at the next poll."""
+        self.writes[i].answer = err
+
+    def poll(self, timeout: float = 0) -> int:
+        served = 0
+        for w in self.writes:
+            if not w.reported and w.answer != "unanswered":
+                w.reported = True
+                w.on_delivery(w.answer, None)
+                served += 1
+        return served
+
+    def flush(self, timeout: float = 0) -> int:
+        self.poll()
+        return sum(1 for w in self.writes if w.answer == "unanswered")
+
+
+class FakeMessage:
+    """The parts of a consumed ``confluent_kafka.Message`` a dead-letter write reads."""
+
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def key(self) -> bytes:
+        return b"customer-7"
+
+    def value(self) -> bytes:
+        return b"\x01not-confluent-framed"
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [("origin", b"test")]
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+@pytest.fixture(autouse=True)
+def fake_producer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deadletter, "Producer", FakeProducer)
+
+
+def _decode_error(offset: int) -> BadRecordError:
+    return DecodeError(
+        "value does not start with the Confluent magic byte 0 (got 0x01)",
+        rule="decode.magic_byte",
+    ).at(RecordRef(TOPIC, 0, offset))
+
+
+def _connector(tmp_path: Path) -> Connector:
+    raw = {
+        "moengage": {"base_url": "http://127.0.0.1:9"},
+        "kafka": {"bootstrap.servers": "127.0.0.1:1", "group.id": "g"},
+        "topics": [
+            {
+                "name": TOPIC,
+                "format": "json",
+                "transform": {"mapping": {"type": "customer", "customer_id": "user_id"}},
+                "dead_letter_topic": DLQ,
+            }
+        ],
+        "observability": {"enabled": False},
+    }
+    settings = parse_settings(raw, base_dir=tmp_path, environ={})
+    assert settings.topic(TOPIC).error_policy == "dlq"
+    conn = Connector(settings, Credentials(workspace_id="W", api_key=SecretStr("k")))
+    conn.ledger.assign([KEY])
+    return conn
+
+
+def _three_records(ledger: OffsetLedger) -> tuple[Slot, Slot, Slot]:
+    """Offsets 10, 11, 12 of one partition; 10 and 12 delivered, 11 is the bad one."""
+    tracker = ledger.tracker(KEY)
+    assert tracker is not None
+    before, bad, after = (tracker.track(off, 20) for off in (10, 11, 12))
+    before.release()  # no elements: done (as a filtered record is)
+    after.release()
+    return before, bad, after
+
+
+def _fake(conn: Connector) -> FakeProducer:
+    assert conn.dlq is not None
+    producer = conn.dlq._producer
+    assert isinstance(producer, FakeProducer)
+    return producer
+
+
+def test_a_dead_lettered_offset_is_committable_only_after_the_broker_confirms(
+    tmp_path: Path,
+) -> None:
+    conn = _connector(tmp_path)
+    _, bad, _ = _three_records(conn.ledger)
+    conn._bad_record(bad, _decode_error(11), FakeMessage(11))  # type: ignore[arg-type]
+    producer = _fake(conn)
+    assert [w.topic for w in producer.writes] == [DLQ]
+
+    # Written, not yet confirmed: the commit stops at the bad record.
+    assert conn.ledger.committable() == {KEY: 11}
+    assert conn.dlq is not None
+    conn.dlq.poll()  # the broker has not answered: no report to serve
+    assert conn.ledger.committable() == {KEY: 11}
+
+    # The broker confirmed, but the report has not been served yet: still held.
+    producer.answer(0, None)
+    assert conn.ledger.committable() == {KEY: 11}
+    assert conn.stats.dead_lettered == 0
+
+    # The delivery report says "written": only now does the watermark pass the record.
+    conn.dlq.poll()
+    assert conn.ledger.committable() == {KEY: 13}
+    assert conn.stats.dead_lettered == 1
+    assert conn.dlq.written == 1
+    assert conn.dlq.in_flight == 0
+    assert conn.failure is None
+
+
+FAILURES = [KafkaError._MSG_TIMED_OUT, KafkaError.TOPIC_AUTHORIZATION_FAILED]
+
+
+# connector/app.py ``_bad_record``: the failure branch of ``confirmed`` calls
+# ``log.error("dead_letter_failed", topic=dlq_topic, ..., **fields)`` while ``fields`` already
+# holds ``topic``, so it raises TypeError out of ``poll()`` before ``_fail`` runs.
+def _failed_write(tmp_path: Path, code: int) -> tuple[Connector, Slot]:
+    conn = _connector(tmp_path)
+    _, bad, _ = _three_records(conn.ledger)
+    conn._bad_record(bad, _decode_error(11), FakeMessage(11))  # type: ignore[arg-type]
+    _fake(conn).answer(0, KafkaError(code))
+    return conn, bad
+
+
+@pytest.mark.parametrize("code", FAILURES)
+def test_a_failed_dead_letter_write_never_releases_the_record(tmp_path: Path, code: int) -> None:
+    conn, bad = _failed_write(tmp_path, code)
+    assert conn.dlq is not None
+    conn.dlq.poll()
+    assert conn.ledger.committable() == {KEY: 11}  # never past the record
+    assert bad.remaining == 1
+    assert conn.stats.dead_lettered == 0
+    assert conn.dlq.written == 0
+    assert conn.dlq.in_flight == 0
+
+
+@pytest.mark.parametrize("code", FAILURES)
+def test_a_failed_dead_letter_write_stops_the_connector_with_exit_code_7(
+    tmp_path: Path, code: int
+) -> None:
+    conn, bad = _failed_write(tmp_path, code)
+    assert conn.dlq is not None
+    conn.dlq.poll()
+    assert conn.ledger.committable() == {KEY: 11}
+    assert bad.remaining == 1
+    # The connector stops with the dead-letter exit code and says which topic failed.
+    assert conn.exit_code == ExitCode.DEAD_LETTER
+    assert conn.failure is not None
+    assert DLQ in str(conn.failure)
+    assert conn._stop.is_set()
+
+
+def test_an_unconfirmed_write_at_shutdown_keeps_the_record_uncommitted(tmp_path: Path) -> None:
+    conn = _connector(tmp_path)
+    _, bad, _ = _three_records(conn.ledger)
+    conn._bad_record(bad, _decode_error(11), FakeMessage(11))  # type: ignore[arg-type]
+    assert conn.dlq is not None
+    assert conn.dlq.flush(0.01) == 1  # the broker never answered within the grace period
+    assert conn.ledger.committable() == {KEY: 11}
+    assert conn.failure is None  # not a failure: the record is read again after a restart
+
+
+def test_a_record_with_two_rejected_elements_waits_for_its_one_dead_letter_write(
+    tmp_path: Path,
+) -> None:
+    """MoEngage rejects two elements of one record: one write, and the record is released only
+    when that write is confirmed, not by the second rejection."""
+    conn = _connector(tmp_path)
+    tracker = conn.ledger.tracker(KEY)
+    assert tracker is not None
+    slot = tracker.track(20, 40)
+    slot.msg = FakeMessage(20)
+    slot.add_element()
+    slot.add_element()
+    slot.release()  # both elements handed to batches
+    for _ in range(2):
+        conn._rejected_by_api(slot, RejectedByApiError("MoEngage rejected it", rule="api.rejected"))
+    producer = _fake(conn)
+    assert len(producer.writes) == 1
+    assert slot.remaining == 1  # the second rejection released its own count only
+    assert conn.ledger.committable() == {}  # still at offset 20, where reading started
+
+    producer.answer(0, None)
+    assert conn.dlq is not None
+    conn.dlq.poll()
+    assert slot.remaining == 0
+    assert conn.ledger.committable() == {KEY: 21}
+
+
+def test_the_writer_reports_only_from_poll_and_keeps_the_record_whole() -> None:
+    writer = DeadLetterWriter({"bootstrap.servers": "127.0.0.1:1"})
+    producer = writer._producer
+    assert isinstance(producer, FakeProducer)
+    producer.full = 2  # the local queue is full twice: the writer serves reports and retries
+    reports: list[KafkaError | None] = []
+    writer.send(DLQ, FakeMessage(11), _decode_error(11), reports.append)  # type: ignore[arg-type]
+    assert reports == []  # produce() never reports; the broker has not answered
+    assert writer.in_flight == 1
+
+    (w,) = producer.writes
+    assert (w.key, w.value) == (b"customer-7", b"\x01not-confluent-framed")
+    headers = dict(w.headers)
+    assert headers["origin"] == b"test"  # the original headers are kept
+    assert headers["moengage.error.stage"] == b"decode"
+    assert headers["moengage.error.class"] == b"DecodeError"
+    assert headers["moengage.error.rule"] == b"decode.magic_byte"
+    assert b"magic byte" in headers["moengage.error.message"]
+    assert headers["moengage.source.topic"] == TOPIC.encode()
+    assert headers["moengage.source.partition"] == b"0"
+    assert headers["moengage.source.offset"] == b"11"
+
+    writer.poll()
+    assert reports == []
+    producer.answer(0, None)
+    writer.poll()
+    assert reports == [None]
+    assert (writer.in_flight, writer.written) == (0, 1)
