@@ -74,6 +74,8 @@ class Batch:
     slots: list[Slot] = field(default_factory=list)
     slot_part: list[int] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)  # each part's element type (metrics, verify)
+    part_users: list[int] = field(default_factory=list)  # what each part costs, exactly, so a
+    part_events: list[int] = field(default_factory=list)  # part of the batch costs its own sum
     latest: dict[str, int] = field(default_factory=dict)  # customer → index of its latest part
     updates: dict[int, dict[str, Any]] = field(default_factory=dict)  # part → customer element
     size: int = ENVELOPE_BYTES
@@ -87,10 +89,20 @@ class Batch:
     def body(self) -> bytes:
         return PREFIX + b",".join(self.parts) + SUFFIX
 
-    def split(self) -> tuple[Batch, Batch]:
-        """Two halves in order (for 413, for bisecting a 400, for a shrunken budget)."""
-        mid = len(self.parts) // 2
+    def split(self, at: int | None = None) -> tuple[Batch, Batch]:
+        """Two parts in order, cut before element ``at`` (default: halves, for 413, for
+        bisecting a 400, for a shrunken budget); each costs exactly what its elements cost."""
+        mid = len(self.parts) // 2 if at is None else at
         return self._select(range(mid)), self._select(range(mid, len(self.parts)))
+
+    def affordable_prefix(self, users: int | None, events: int | None) -> int:
+        """How many leading elements cost at most ``users`` / ``events`` (None: no limit)."""
+        u = e = 0
+        for n, (pu, pe) in enumerate(zip(self.part_users, self.part_events, strict=True)):
+            u, e = u + pu, e + pe
+            if (users is not None and u > users) or (events is not None and e > events):
+                return n
+        return len(self.parts)
 
     def owned(self) -> Batch:
         """The elements that still carry a record of a partition assigned here (the new owner
@@ -104,14 +116,19 @@ class Batch:
 
     def _select(self, indices: range | list[int]) -> Batch:
         remap = {old: new for new, old in enumerate(indices)}
-        sub = Batch(parts=[self.parts[i] for i in indices], kinds=[self.kinds[i] for i in indices])
+        sub = Batch(
+            parts=[self.parts[i] for i in indices],
+            kinds=[self.kinds[i] for i in indices],
+            part_users=[self.part_users[i] for i in indices],
+            part_events=[self.part_events[i] for i in indices],
+        )
         for slot, part in zip(self.slots, self.slot_part, strict=True):
             new = remap.get(part)
             if new is not None:
                 sub.slots.append(slot)
                 sub.slot_part.append(new)
         sub.size = _size(sub.parts)
-        # Cost is not re-derived for a part of a batch: the caller shares the parent's cost out.
+        sub.users, sub.events = sum(sub.part_users), sum(sub.part_events)
         return sub
 
 
@@ -182,6 +199,8 @@ class Batcher:
         cur.size += len(encoded) + (1 if index else 0)
         cur.parts.append(encoded)
         cur.kinds.append(str(element.get("type")) if element is not None else "unknown")
+        cur.part_users.append(cost.users)
+        cur.part_events.append(cost.events)
         cur.slots.append(slot)
         cur.slot_part.append(index)
         cur.latest[customer] = index
@@ -223,6 +242,7 @@ class Batcher:
         cur.parts[index] = new
         cur.size += delta
         cur.events += cost.events
+        cur.part_events[index] += cost.events
         cur.slots.append(slot)
         cur.slot_part.append(index)
         if merged_update is not None:

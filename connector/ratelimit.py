@@ -141,6 +141,16 @@ class Budget:
                 return max(0.0, t + self._span - now)
         return self._span  # cannot fit even in an empty window: the caller must split
 
+    def room(self, now: float) -> tuple[int | None, int | None]:
+        """Users and events still spendable in the window now (None: that budget is unlimited)."""
+        self._recover(now)
+        self._expire(now)
+        mu, me = self.max_users, self.max_events
+        return (
+            None if mu is None else max(0, mu - self._users),
+            None if me is None else max(0, me - self._events),
+        )
+
     def take(self, users: int, events: int, now: float) -> None:
         if users or events:
             self._spent.append((now, users, events))

@@ -50,6 +50,7 @@ class DeliveryStats:
     max_body_bytes: int = 0
     throttled: int = 0
     budget_splits: int = 0
+    budget_fills: int = 0  # requests cut so their first part uses the budget's room now
     budget_wait_seconds: float = 0.0
 
 
@@ -259,9 +260,10 @@ class Delivery:
             if owned is not batch:  # partitions were revoked while this waited or retried
                 if not owned.parts:
                     return
-                share = len(owned) / len(batch)
                 batch, body = owned, owned.body()
-                users, events = round(users * share), round(events * share)
+                users, events = owned.users, owned.events
+            if attempt == 0 and await self._fill_room(batch, users, events):
+                return
             if not await self._pay(users, events):
                 # More than the budget can ever hold now (its share shrank, or 429s cut it):
                 # smaller requests, same order. A single element always fits a positive budget.
@@ -333,13 +335,37 @@ class Delivery:
             if self._metrics is not None:
                 self._metrics.set_in_flight(self._posting)
 
+    async def _fill_room(self, batch: Batch, users: int, events: int) -> bool:
+        """If the budget's room now would stay unused until the whole request fits, send the
+        leading elements that fit now and the rest after (same lane, in order); True if so.
+        (test_scaling: whole requests alone left up to a request's worth of each window unspent.)
+        """
+        cut = self._affordable_cut(batch, users, events)
+        if cut is None:
+            return False
+        self.stats.budget_fills += 1
+        first, rest = batch.split(cut)
+        await self._deliver(first, first.users, first.events)
+        await self._deliver(rest, rest.users, rest.events)
+        return True
+
+    def _affordable_cut(self, batch: Batch, users: int, events: int) -> int | None:
+        """Where to cut a request that does not fit the budget now but whose first part does:
+        None when it fits whole, when nothing of it fits yet, or when what fits is under a
+        quarter of it (then waiting for room costs less than one more small request)."""
+        if len(batch) < 2 or users != batch.users or events != batch.events:
+            return None  # costs not per element (a hand-made batch): leave it whole
+        now = self._clock()
+        if self._budget.wait_time(users, events, now) <= 0:
+            return None
+        cut = batch.affordable_prefix(*self._budget.room(now))
+        return cut if len(batch) // 4 <= cut < len(batch) and cut > 0 else None
+
     async def _divide(self, batch: Batch, answer: Answer | None, users: int, events: int) -> None:
         if answer is None:  # split for the budget, not because MoEngage refused anything
             first, second = batch.split()
-            share = len(first) / len(batch)
-            u1, e1 = round(users * share), round(events * share)
-            await self._deliver(first, u1, e1)
-            await self._deliver(second, users - u1, events - e1)
+            await self._deliver(first, first.users, first.events)
+            await self._deliver(second, second.users, second.events)
             return
         if len(batch) == 1:
             self.stats.rejected_elements += 1
@@ -358,10 +384,8 @@ class Delivery:
             elements=len(batch),
         )
         first, second = batch.split()
-        share = len(first) / len(batch)
-        u1, e1 = round(users * share), round(events * share)
-        await self._deliver(first, u1, e1)
-        await self._deliver(second, users - u1, events - e1)
+        await self._deliver(first, first.users, first.events)
+        await self._deliver(second, second.users, second.events)
 
     def _count(self, answer: Answer, size: int) -> None:
         stats = self.stats

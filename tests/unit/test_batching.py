@@ -238,6 +238,24 @@ def test_split_of_a_coalesced_batch_keeps_every_slot_with_its_element() -> None:
     _check_exact(second)
 
 
+def test_parts_of_a_batch_cost_exactly_what_their_elements_cost() -> None:
+    """A coalesced element carries several actions: a part of the batch is priced by its own
+    elements, not by a share of the element count."""
+    b = Batcher(100_000, coalesce=True)
+    for i in range(5):
+        _add(b, _event("c1", f"e{i}"), _slot(i), Cost(events=1))  # one element, 5 actions
+    _add(b, _event("c2", "z"), _slot(5), Cost(events=1))
+    _add(b, _event("c3", "y"), _slot(6), Cost(events=1))
+    batch = b.flush()
+    assert batch is not None
+    assert (len(batch), batch.events) == (3, 7)
+    first, second = batch.split(1)
+    assert (first.events, second.events) == (5, 2)
+    assert batch.affordable_prefix(None, 4) == 0  # the first element alone costs 5
+    assert batch.affordable_prefix(None, 6) == 2
+    assert batch.affordable_prefix(None, None) == 3
+
+
 def test_encoded_elements_hold_only_their_own_bytes() -> None:
     element = {"type": "customer", "customer_id": "u1", "attributes": {"name": "x" * 200}}
     assert encode(element) == orjson.dumps(element)

@@ -194,9 +194,57 @@ async def test_a_request_costing_more_than_the_budget_holds_is_split_not_stuck()
     budget.set_share(1 / 16, now=0)  # then the share shrinks to 5 users a window
     await h.deliver()
     counts = [len(orjson.loads(b)["elements"]) for b in client.bodies]
-    assert counts == [4, 4]
-    assert h.delivery.stats.budget_splits == 1
+    assert counts == [5, 3]  # as much as the window holds, then the rest once it has room
+    assert h.delivery.stats.budget_fills == 1
     assert h.ledger.committable() == {("t", 0): 8}
+    assert h.sleeps  # the second part waited for the window to slide
+
+
+async def test_a_request_that_no_longer_fits_whole_is_halved_when_nothing_fits_now() -> None:
+    client = ScriptedClient([])
+    budget = Budget(80, None, now=0)
+    h = Harness(client, budget=budget)
+    for i in range(8):
+        h.add(i, f"user{i}")
+    budget.set_share(1 / 16, now=0)  # 5 users a window, and the window is already spent
+    budget.take(5, 0, now=0)
+    await h.deliver()
+    counts = [len(orjson.loads(b)["elements"]) for b in client.bodies]
+    assert sum(counts) == 8
+    assert max(counts) <= 5
+    assert h.delivery.stats.budget_splits >= 1
+    assert h.ledger.committable() == {("t", 0): 8}
+
+
+async def test_the_room_left_in_the_window_is_used_by_the_first_part_of_a_request() -> None:
+    """A request that does not fit whole but mostly does: its leading elements go now, in order,
+    the rest once the window slides; the window never holds more than the budget."""
+    client = ScriptedClient([])
+    budget = Budget(160, None, now=0, window=10)  # a request may cost 160 / 8 = 20 users
+    h = Harness(client, budget=budget)
+    budget.take(145, 0, now=0)  # 15 users of room left in this window
+    for i in range(20):
+        h.add(i, f"user{i}")  # one request of 20 users
+    await h.deliver()
+    bodies = [[e["customer_id"] for e in orjson.loads(b)["elements"]] for b in client.bodies]
+    assert [len(b) for b in bodies] == [15, 5]
+    assert [c for b in bodies for c in b] == [f"user{i}" for i in range(20)]  # order kept
+    assert h.delivery.stats.budget_fills == 1
+    assert h.sleeps
+    assert h.now >= 10  # the last 5 waited for the first spend to leave the window
+    assert h.ledger.committable() == {("t", 0): 20}
+
+
+async def test_a_small_room_is_not_filled_with_a_tiny_request() -> None:
+    client = ScriptedClient([])
+    budget = Budget(160, None, now=0, window=10)
+    h = Harness(client, budget=budget)
+    budget.take(157, 0, now=0)  # 3 users of room: under a quarter of the 20-user request
+    for i in range(20):
+        h.add(i, f"user{i}")
+    await h.deliver()
+    assert [len(orjson.loads(b)["elements"]) for b in client.bodies] == [20]
+    assert h.delivery.stats.budget_fills == 0
 
 
 async def test_a_429_refunds_and_settles_under_what_was_accepted() -> None:
