@@ -1,7 +1,8 @@
 """structlog set-up: JSON lines off a terminal, readable console on one, secrets always redacted.
 
 Secrets (the API key, the Basic credentials in any encoding, librdkafka passwords) are registered
-once at start-up; a processor replaces them in every string of every event, whatever key holds it.
+once at start-up; a processor replaces them in every value of every event, whatever key or
+container holds it, and a last step redacts the rendered line itself.
 """
 
 from __future__ import annotations
@@ -42,13 +43,22 @@ def redact(text: str) -> str:
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
         return [_scrub(v) for v in value]
     if isinstance(value, BaseException):
         return redact(f"{type(value).__name__}: {value}")
-    return value
+    # bytes and any other object: the renderers would print its repr, so scrub that text.
+    return redact(repr(value))
+
+
+def _redact_rendered(_: Any, __: str, rendered: Any) -> Any:
+    """The last step, on the rendered line itself: whatever a renderer made of a value, no
+    registered secret reaches the output."""
+    return redact(rendered) if _secrets and isinstance(rendered, str) else rendered
 
 
 def redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -76,7 +86,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
     else:
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
-        processors=[*processors, renderer],
+        processors=[*processors, renderer, _redact_rendered],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
