@@ -400,34 +400,43 @@ def _masked(props: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (MASK if k in SECRET_KEYS else v) for k, v in props.items()}
 
 
-def mask_userinfo(url: str) -> str:
-    """The URL(s) with any ``user:password@`` replaced by ``***@``, fit for a message."""
+def mask_userinfo(url: str, mask: str = "***@") -> str:
+    """The URL(s) with any ``user:password@`` replaced by ``mask``, fit for a message."""
     out = []
     for one in url.split(","):
         parts = urlsplit(one.strip())
         if "@" in parts.netloc:
-            parts = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2])
+            parts = parts._replace(netloc=mask + parts.netloc.rpartition("@")[2])
         out.append(urlunsplit(parts))
     return ",".join(out)
 
 
-def secret_values(settings: Settings) -> set[str]:
-    """Every secret string in the settings (librdkafka's and the registry's credentials, with
-    the password half of ``user:password`` pairs and URL passwords), for log redaction."""
+def secret_strings(props: Mapping[str, Any], url: str = "") -> set[str]:
+    """Credential strings in client properties (passwords, tokens, user info, with the password
+    half of ``user:password``) and in URLs (``user:password@``), raw and URL-decoded. A user
+    name alone is not secret, and masking it would garble messages."""
     found: set[str] = set()
-    props = dict(settings.schema_registry.properties) if settings.schema_registry else {}
-    for key, value in [*settings.kafka.items(), *props.items()]:
+    for key, value in props.items():
         if not isinstance(value, str) or not value:
             continue
         if key in SECRET_KEYS or "password" in key or "secret" in key:
             found.add(value)
             if key == "basic.auth.user.info" and ":" in value:
                 found.add(value.split(":", 1)[1])
-    if settings.schema_registry is not None:
-        for one in settings.schema_registry.url.split(","):
-            parts = urlsplit(one.strip())
-            if parts.password:
-                found.update({parts.password, unquote(parts.password)})
+    for one in url.split(","):
+        parts = urlsplit(one.strip())
+        if parts.password:
+            userinfo = parts.netloc.rpartition("@")[0]
+            found.update((userinfo, unquote(userinfo), parts.password, unquote(parts.password)))
+    return found
+
+
+def secret_values(settings: Settings) -> set[str]:
+    """Every secret string in the settings (librdkafka's and the registry's), for log redaction."""
+    found = secret_strings(settings.kafka)
+    registry = settings.schema_registry
+    if registry is not None:
+        found |= secret_strings(registry.properties, registry.url)
     return found
 
 

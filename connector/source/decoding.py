@@ -27,7 +27,6 @@ from decimal import Decimal
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit, urlunsplit
 from uuid import UUID
 
 import orjson
@@ -39,7 +38,13 @@ from fastavro.read import LOGICAL_READERS
 from fastavro.repository.base import AbstractSchemaRepository, SchemaRepositoryError
 from fastavro.schema import SchemaParseException, UnknownType, load_schema
 
-from connector.config import SECRET_KEYS, SchemaRegistrySettings, Settings, TopicSpec
+from connector.config import (
+    SchemaRegistrySettings,
+    Settings,
+    TopicSpec,
+    mask_userinfo,
+    secret_strings,
+)
 from connector.errors import (
     ConfigError,
     DecodeError,
@@ -531,27 +536,11 @@ def _parse_with_references(schema_str: str, references: dict[str, str]) -> Any:
 
 
 def _secrets(config: dict[str, Any]) -> list[str]:
-    """Credential strings in the client config (user info, passwords, tokens), longest first so
-    none is half-masked. A user name alone is not secret, and masking it would garble messages."""
-    found: set[str] = set()
-    for key, value in config.items():
-        if key in SECRET_KEYS and isinstance(value, str) and value:
-            found.add(value)
-            if key == "basic.auth.user.info" and ":" in value:
-                found.add(value.split(":", 1)[1])
-    for url in str(config.get("url", "")).split(","):
-        parts = urlsplit(url.strip())
-        if parts.password:
-            userinfo = parts.netloc.rpartition("@")[0]
-            found.update((userinfo, unquote(userinfo), parts.password, unquote(parts.password)))
-    return sorted(found, key=len, reverse=True)
+    """Credential strings in the client config, longest first so none is half-masked."""
+    props = {k: v for k, v in config.items() if k != "url"}
+    return sorted(secret_strings(props, str(config.get("url", ""))), key=len, reverse=True)
 
 
 def _strip_userinfo(url: str) -> str:
     """The registry URL(s) without ``user:password@``, fit for a message."""
-    out = []
-    for one in url.split(","):
-        parts = urlsplit(one.strip())
-        host = parts.netloc.rpartition("@")[2]
-        out.append(urlunsplit(parts._replace(netloc=host)))
-    return ",".join(out)
+    return mask_userinfo(url, mask="")
