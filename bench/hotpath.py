@@ -131,7 +131,8 @@ def _cpu_us(n: int, fn: Callable[[], object]) -> float:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    msgs = _messages(args.records * 5 // 6, args.records // 6)
+    n_events, n_users = args.records * 5 // 6, args.records // 6
+    msgs = _messages(n_events, n_users)
     n = len(msgs)
     conn = _connector()
     decoded: list[Any] = []
@@ -185,7 +186,7 @@ async def _main(args: argparse.Namespace) -> int:
     assert whole_conn.stats.bad_records == 0, whole_conn.stats
 
     out = sys.stdout
-    out.write(f"hotpath: {n:,} records ({n - n // 6:,} events, {n // 6:,} users), CPU µs each\n")
+    out.write(f"hotpath: {n:,} records ({n_events:,} events, {n_users:,} users), CPU µs each\n")
     for label, us in rows:
         out.write(f"  {label:<45} {us:8.2f}\n")
     if profiler is not None:
