@@ -10,14 +10,16 @@ Each instance of a consumer group spends ``share`` of the account budget: the pa
 out of all partitions of its topics, recomputed on every assignment change, so the group as a
 whole stays within the account's limits without a coordinator.
 
-On a 429 the rejected request is refunded (the server did not count it) and what the server *did*
+A spend is taken when its request is sent and dated again when it is answered (the server
+counted it somewhere in between), so it leaves our window no earlier than the server's; a 429
+voids it where it was taken (the server did not count it), and what the server *did*
 accept in the window becomes the ceiling: the rate drops to 90 % of it at once, grows back
 additively (a tenth of the configured limit per window) up to that 90 %, and probes above the
 ceiling only after 30 windows without a 429. A misconfigured or shared budget therefore converges
 instead of hammering the API. 429s that say nothing about the account's limit are waited out
 without adapting: within a window of a start or a share change (the server still counts the
 previous owners' spending) and while nothing of ours is in the window. Entries leave the window
-2 % late (at least 0.5 s), absorbing latency and scheduling jitter between our clock and the
+2 % late (at least 0.5 s), absorbing scheduling jitter and the drift between our clock and the
 server's. Pure: the caller passes the time.
 """
 
@@ -32,6 +34,17 @@ from dataclasses import dataclass
 class Spend:
     users: int
     events: int
+
+
+class Receipt:
+    """One spend in the window: :meth:`Budget.take` returns it, :meth:`Budget.refund` voids it."""
+
+    __slots__ = ("at", "events", "users")
+
+    def __init__(self, at: float, users: int, events: int) -> None:
+        self.at = at
+        self.users = users
+        self.events = events
 
 
 class Budget:
@@ -60,7 +73,7 @@ class Budget:
         self.factor = 1.0
         self.ceiling = 1.0 / self.SETTLE
         self._span = window + max(window * self.MARGIN, self.MIN_MARGIN)
-        self._spent: deque[tuple[float, int, int]] = deque()
+        self._spent: deque[Receipt] = deque()
         self._users = 0
         self._events = 0
         self._last_throttle = now - window
@@ -116,10 +129,10 @@ class Budget:
     def _expire(self, now: float) -> None:
         spent = self._spent
         horizon = now - self._span
-        while spent and spent[0][0] <= horizon:
-            _, u, e = spent.popleft()
-            self._users -= u
-            self._events -= e
+        while spent and spent[0].at <= horizon:
+            gone = spent.popleft()
+            self._users -= gone.users
+            self._events -= gone.events
 
     def wait_time(self, users: int, events: int, now: float) -> float:
         """Seconds until this spend fits in the window (0 if it fits now).
@@ -134,11 +147,11 @@ class Budget:
         if over_u <= 0 and over_e <= 0:
             return 0.0
         freed_u = freed_e = 0
-        for t, u, e in self._spent:
-            freed_u += u
-            freed_e += e
+        for r in self._spent:
+            freed_u += r.users
+            freed_e += r.events
             if freed_u >= over_u and freed_e >= over_e:
-                return max(0.0, t + self._span - now)
+                return max(0.0, r.at + self._span - now)
         return self._span  # cannot fit even in an empty window: the caller must split
 
     def room(self, now: float) -> tuple[int | None, int | None]:
@@ -151,11 +164,28 @@ class Budget:
             None if me is None else max(0, me - self._events),
         )
 
-    def take(self, users: int, events: int, now: float) -> None:
-        if users or events:
-            self._spent.append((now, users, events))
+    def take(self, users: int, events: int, now: float) -> Receipt:
+        receipt = Receipt(now, users, events)
+        if (users or events) and not self.unlimited:
+            self._spent.append(receipt)
             self._users += users
             self._events += events
+        return receipt
+
+    def answered(self, receipt: Receipt, now: float) -> None:
+        """The server answered (other than 429): it counted the spend at some moment between
+        its take and now. Keep it in the window until ``now`` + the window, so that a slow answer
+        (up to a client timeout) never frees room before the server frees it."""
+        if receipt.at >= now or not (receipt.users or receipt.events) or self.unlimited:
+            return
+        self._expire(now)
+        try:
+            self._spent.remove(receipt)
+        except ValueError:  # it left our window already; the server may count it a while yet
+            self._users += receipt.users
+            self._events += receipt.events
+        receipt.at = now
+        self._spent.append(receipt)  # every entry was taken or answered at or before now
 
     def spent(self, now: float) -> Spend:
         self._expire(now)
@@ -163,9 +193,17 @@ class Budget:
 
     # ----- adapting to the server -------------------------------------------------------------
 
-    def refund(self, users: int, events: int, now: float) -> None:
-        """A request the server rejected without counting it (429): give its cost back."""
-        self.take(-users, -events, now)
+    def refund(self, receipt: Receipt, now: float) -> None:
+        """A request the server rejected without counting it (429): void its spend where it was
+        taken. (A negative spend taken *now* would outlive the voided one by the request's
+        round trip, and for that long lend room the server does not have: a 429 one window after
+        every 429.)"""
+        self._expire(now)
+        if receipt.users or receipt.events:
+            if receipt in self._spent:  # else it has left the window already: nothing to give
+                self._users -= receipt.users
+                self._events -= receipt.events
+            receipt.users = receipt.events = 0
 
     def _accepted_ratio(self, now: float) -> float:
         """What the window holds, as a share of the full (un-throttled) limit of this instance."""

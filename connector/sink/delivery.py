@@ -27,7 +27,7 @@ from connector.batching import Batch, Batcher, Cost
 from connector.errors import FatalApiError, RejectedByApiError
 from connector.observability.metrics import Metrics, retry_reason
 from connector.offsets import Slot
-from connector.ratelimit import Budget
+from connector.ratelimit import Budget, Receipt
 from connector.sink.client import FATAL_HINTS, Answer, MoEngageClient, Verdict
 
 log = structlog.get_logger(__name__)
@@ -223,12 +223,12 @@ class Delivery:
             if self.idle():
                 self._idle.set()
 
-    async def _pay(self, users: int, events: int) -> bool:
-        """Wait until the budget allows this spend and take it; False if it never could."""
+    async def _pay(self, users: int, events: int) -> Receipt | None:
+        """Wait until the budget allows this spend and take it; None if it never could."""
         async with self._budget_lock:
             while True:
                 if not self._budget.fits_ever(users, events):
-                    return False
+                    return None
                 wait = self._budget.wait_time(users, events, self._clock())
                 if wait <= 0:
                     break
@@ -236,10 +236,10 @@ class Delivery:
                 if self._metrics is not None:
                     self._metrics.waited_for_tokens(min(wait, 1.0))
                 await self._sleep(min(wait, 1.0))  # re-check: the share may change meanwhile
-            self._budget.take(users, events, self._clock())
+            receipt = self._budget.take(users, events, self._clock())
             if self._metrics is not None:
                 self._report_budget()
-            return True
+            return receipt
 
     def _report_budget(self) -> None:
         assert self._metrics is not None
@@ -264,7 +264,8 @@ class Delivery:
                 users, events = owned.users, owned.events
             if attempt == 0 and await self._fill_room(batch, users, events):
                 return
-            if not await self._pay(users, events):
+            receipt = await self._pay(users, events)
+            if receipt is None:
                 # More than the budget can ever hold now (its share shrank, or 429s cut it):
                 # smaller requests, same order. A single element always fits a positive budget.
                 if len(batch) > 1:
@@ -273,13 +274,8 @@ class Delivery:
                     return
                 self._budget.factor = 1.0  # one element must always be sendable
                 continue
-            answer = await self._post(body)
-            self._count(answer, len(body))
-            self.progress.set()
+            answer = await self._send(batch, body, receipt)
             verdict = answer.verdict
-            if self._metrics is not None:
-                accepted = Counter(batch.kinds) if verdict is Verdict.ACCEPTED else {}
-                self._metrics.request_done(answer.status, len(body), len(batch), accepted)
             if verdict is Verdict.ACCEPTED:
                 self.degraded = False
                 self.stats.bytes_accepted += len(body)
@@ -305,7 +301,6 @@ class Delivery:
                 self._metrics.retry(retry_reason(answer.status, answer.error_type))
             if verdict is Verdict.THROTTLED:
                 self.stats.throttled += 1
-                self._budget.refund(users, events, self._clock())
                 self._budget.throttled(self._clock())
             if verdict is Verdict.RETRY:
                 self.degraded = True
@@ -322,6 +317,20 @@ class Delivery:
             )
             attempt += 1
             await self._sleep(delay)
+
+    async def _send(self, batch: Batch, body: bytes, receipt: Receipt) -> Answer:
+        """Post a paid-for request; settle its spend with the budget and count the answer."""
+        answer = await self._post(body)
+        if answer.verdict is Verdict.THROTTLED:
+            self._budget.refund(receipt, self._clock())  # not counted by the server
+        else:
+            self._budget.answered(receipt, self._clock())  # counted some time until now
+        self._count(answer, len(body))
+        self.progress.set()
+        if self._metrics is not None:
+            accepted = Counter(batch.kinds) if answer.verdict is Verdict.ACCEPTED else {}
+            self._metrics.request_done(answer.status, len(body), len(batch), accepted)
+        return answer
 
     async def _post(self, body: bytes) -> Answer:
         """One request, counted in flight while it waits for its answer."""

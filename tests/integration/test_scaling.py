@@ -132,7 +132,8 @@ def test_three_instances_share_the_budget_and_one_killed_is_taken_over(
             "steady state with two",
         )
         after = [a for a in sandbox.admin("GET", "attempts") if a[0] >= t1]
-        assert [a for a in after if a[1] == 429] == []
+        late = [round(a[0] - t1, 2) for a in after if a[1] == 429]
+        assert late == [], f"429s at these seconds after the new shares' first window: {late}"
         wait_until(
             lambda: all(sampler.latest().get(p, -1) == e for p, e in tracked.ends.items()),
             120,

@@ -11,7 +11,7 @@ import pytest
 from connector.batching import Cost
 from connector.errors import FatalApiError, RejectedByApiError
 from connector.offsets import OffsetLedger, Slot
-from connector.ratelimit import Budget
+from connector.ratelimit import Budget, Spend
 from connector.sink.client import Answer, Verdict, classify, parse_retry_after
 from connector.sink.delivery import Delivery, RetryPolicy
 
@@ -255,6 +255,26 @@ async def test_a_429_refunds_and_settles_under_what_was_accepted() -> None:
     await h.deliver()
     assert budget.max_users == 360  # the refunded request does not count as accepted
     assert h.delivery.stats.throttled == 1
+
+
+async def test_a_spend_counts_from_its_answer_and_a_429_voids_it() -> None:
+    budget = Budget(100, None, now=-100, window=10)  # entries leave the window 10.5 s late
+    answers = [Answer(429, Verdict.THROTTLED, retry_after=1.0), OK]
+
+    class SlowClient(ScriptedClient):
+        async def post(self, body: bytes) -> Answer:
+            self.bodies.append(body)
+            h.now += 2.0  # every answer takes two seconds
+            return answers.pop(0)
+
+    h = Harness(SlowClient([]), budget=budget)
+    h.add(0, "user0")
+    await h.deliver()
+    answered = h.now
+    assert budget.spent(answered) == Spend(1, 0)  # the 429'd attempt is gone, the 200 is in
+    assert budget.spent(answered + 10.4) == Spend(1, 0)  # dated from the answer, not the send
+    assert budget.spent(answered + 10.6) == Spend(0, 0)
+    assert h.ledger.committable() == {("t", 0): 1}
 
 
 async def test_a_crashing_lane_is_reported_not_left_stalled() -> None:

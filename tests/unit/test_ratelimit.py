@@ -2,7 +2,7 @@
 
 import pytest
 
-from connector.ratelimit import Budget, TokenBucket
+from connector.ratelimit import Budget, Spend, TokenBucket
 
 
 def test_spend_within_the_limit_goes_at_once() -> None:
@@ -116,9 +116,30 @@ def test_429s_just_after_start_or_a_share_change_do_not_lower_the_budget() -> No
 
 def test_a_refund_gives_a_rejected_request_its_cost_back() -> None:
     b = Budget(100, None, now=0)
-    b.take(100, 0, now=0)
-    b.refund(100, 0, now=0)
+    receipt = b.take(100, 0, now=0)
+    b.refund(receipt, now=0)
     assert b.wait_time(100, 0, now=0) == 0
+
+
+def test_a_refund_lends_no_room_after_the_refunded_spend_would_have_left() -> None:
+    # A 429 answered 2 s after the request was paid for. The server counts what it accepted
+    # from then on; so must we, also once the rejected request's own spend would have expired.
+    b = Budget(100, None, now=-100, window=10)  # entries leave the window at 10.5 s
+    rejected = b.take(50, 0, now=0)
+    b.take(50, 0, now=1)  # accepted
+    b.refund(rejected, now=2)
+    b.take(50, 0, now=3)  # accepted: the window holds 100 from t=3
+    assert b.spent(now=10.6) == Spend(100, 0)
+    assert b.wait_time(1, 0, now=10.6) > 0  # a negative spend at t=2 would have said "fits"
+
+
+def test_a_refund_after_the_spend_left_the_window_changes_nothing() -> None:
+    b = Budget(100, None, now=-100, window=10)
+    late = b.take(40, 0, now=0)
+    b.take(30, 0, now=5)
+    b.refund(late, now=11)
+    b.refund(late, now=11)  # twice is once
+    assert b.spent(now=11) == Spend(30, 0)
 
 
 def test_unlimited_budget_never_waits() -> None:
@@ -133,3 +154,29 @@ def test_token_bucket_paces_a_single_stream() -> None:
     bucket = TokenBucket(600, now=0)
     bucket.take(600, now=0)
     assert bucket.wait_time(50, now=0) == pytest.approx(5.0)
+
+
+def test_a_spend_stays_in_the_window_from_when_its_request_was_answered() -> None:
+    # Sent at 0, answered at 3: the server counted it somewhere in between, maybe at 3.
+    b = Budget(100, None, now=-100, window=10)
+    slow = b.take(60, 0, now=0)
+    b.answered(slow, now=3)
+    assert b.spent(now=11) == Spend(60, 0)  # taken-time expiry (10.5) would have freed it
+    assert b.wait_time(60, 0, now=11) == pytest.approx(3 + 10.5 - 11)
+    assert b.spent(now=13.5) == Spend(0, 0)
+
+
+def test_an_answer_after_the_spend_left_the_window_puts_it_back() -> None:
+    b = Budget(100, None, now=-100, window=10)
+    timed_out = b.take(60, 0, now=0)
+    b.take(10, 0, now=1)
+    b.answered(timed_out, now=12)  # a 5xx after a long wait: the server may have counted it
+    assert b.spent(now=12) == Spend(60, 0)
+    assert b.wait_time(41, 0, now=12) == pytest.approx(12 + 10.5 - 12)
+
+
+def test_an_unlimited_budget_keeps_no_entries() -> None:
+    b = Budget(None, None, now=0)
+    receipt = b.take(5, 5, now=0)
+    b.answered(receipt, now=1)
+    assert b.spent(now=1) == Spend(0, 0)
