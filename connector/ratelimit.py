@@ -19,8 +19,8 @@ ceiling only after 30 windows without a 429. A misconfigured or shared budget th
 instead of hammering the API. 429s that say nothing about the account's limit are waited out
 without adapting: within a window of a start or a share change (the server still counts the
 previous owners' spending) and while nothing of ours is in the window. Entries leave the window
-2 % late (at least 0.5 s), absorbing scheduling jitter and the drift between our clock and the
-server's. Pure: the caller passes the time.
+2 % late (at least 0.1 s): with spends dated from their answers this only has to absorb the drift
+between our clock and the server's, not latency. Pure: the caller passes the time.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Budget:
     SETTLE = 0.9  # of the observed ceiling: headroom beyond the window margin, one wave settles
     PROBE_AFTER = 30  # windows without a 429 before trying above the ceiling
     MARGIN = 0.02  # of the window, and at least MIN_MARGIN seconds
-    MIN_MARGIN = 0.5
+    MIN_MARGIN = 0.1
 
     def __init__(
         self,

@@ -258,7 +258,7 @@ async def test_a_429_refunds_and_settles_under_what_was_accepted() -> None:
 
 
 async def test_a_spend_counts_from_its_answer_and_a_429_voids_it() -> None:
-    budget = Budget(100, None, now=-100, window=10)  # entries leave the window 10.5 s late
+    budget = Budget(100, None, now=-100, window=10)  # entries leave the window 10.2 s late
     answers = [Answer(429, Verdict.THROTTLED, retry_after=1.0), OK]
 
     class SlowClient(ScriptedClient):
@@ -272,8 +272,8 @@ async def test_a_spend_counts_from_its_answer_and_a_429_voids_it() -> None:
     await h.deliver()
     answered = h.now
     assert budget.spent(answered) == Spend(1, 0)  # the 429'd attempt is gone, the 200 is in
-    assert budget.spent(answered + 10.4) == Spend(1, 0)  # dated from the answer, not the send
-    assert budget.spent(answered + 10.6) == Spend(0, 0)
+    assert budget.spent(answered + 10.1) == Spend(1, 0)  # dated from the answer, not the send
+    assert budget.spent(answered + 10.3) == Spend(0, 0)
     assert h.ledger.committable() == {("t", 0): 1}
 
 
