@@ -21,8 +21,11 @@ setup: $(STAMP) ## create .venv and install the package with its dev extras
 demo: $(STAMP) ## run the whole pipeline end to end on a local broker and the MoEngage sandbox
 	$(BIN)/python -m connector.demo
 
+# Two workers, one test file each at a time: the suite mostly waits on rate windows, outages and
+# rebalances (about a third of a core busy), and each worker starts its own broker. A file's tests
+# stay together and in order.
 test: $(STAMP) ## run the whole suite: unit tests, then integration tests on a real broker and the sandbox
-	$(BIN)/python -m pytest tests -m "not slow" --durations=15
+	$(BIN)/python -m pytest tests -m "not slow" -n 2 --dist loadfile --durations=15
 
 test-unit: $(STAMP) ## unit tests only (no processes)
 	$(BIN)/python -m pytest tests/unit
