@@ -556,13 +556,15 @@ def test_9_an_earlier_failing_request_holds_the_commit_while_a_later_one_succeed
 
 
 def test_10_instances_join_and_leave_while_requests_are_slow(run: Callable[..., Run]) -> None:
-    # ~80 events a request, 300 ms each, two lanes: roughly 500 events/s per instance, so the
-    # backlog outlasts the joins and the leaves.
+    # ~80 events a request, 300 ms each, two lanes: roughly 500 events/s per instance. While
+    # the others join, answers take 3 s (about 50 events/s), so the backlog outlasts the joins
+    # however long they take on a loaded machine.
     r = run(records=12_000, partitions=6, users=1000, sandbox_args=("--latency-ms", "300"))
     cfg = r.config(max_in_flight=2, max_request_bytes=20_000)
     with r.sampler:
         first = r.start(cfg)
         wait_until(lambda: r.accepted() >= 500, 60, "progress with one instance")
+        r.sandbox.admin("POST", "faults", {"latency_ms": 3000})
         second, third = r.start(cfg), r.start(cfg)
         # Cooperative rebalancing first gives a joiner an empty assignment, and the partitions
         # only once their owner has revoked them (a second round): wait for real ones.
@@ -571,6 +573,7 @@ def test_10_instances_join_and_leave_while_requests_are_slow(run: Callable[..., 
             60,
             "the joiners get partitions",
         )
+        r.sandbox.admin("POST", "faults", {"latency_ms": 300})
         progress = r.accepted()
         assert progress < 12_000, "the backlog drained before the joiners arrived"
         wait_until(
