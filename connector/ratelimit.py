@@ -137,7 +137,7 @@ class Budget:
     def wait_time(self, users: int, events: int, now: float) -> float:
         """Seconds until this spend fits in the window (0 if it fits now).
 
-        The caller splits requests that can never fit (:meth:`fits_ever`) before asking.
+        A spend that can never fit (:meth:`fits_ever`) gets the window's length.
         """
         self._recover(now)
         self._expire(now)

@@ -223,15 +223,24 @@ class Delivery:
             if self.idle():
                 self._idle.set()
 
-    async def _pay(self, users: int, events: int) -> Receipt | None:
-        """Wait until the budget allows this spend and take it; None if it never could."""
+    async def _pay(
+        self, batch: Batch, users: int, events: int, may_cut: bool
+    ) -> Receipt | int | None:
+        """Wait until the budget allows this spend and take it: its receipt; None if it never
+        could; or, when ``may_cut`` and the room there is now would otherwise sit unspent, how
+        many leading elements to send now (the caller splits; nothing is taken)."""
         async with self._budget_lock:
             while True:
-                if not self._budget.fits_ever(users, events):
-                    return None
-                wait = self._budget.wait_time(users, events, self._clock())
+                now = self._clock()
+                wait = self._budget.wait_time(users, events, now)  # a window if it never fits
                 if wait <= 0:
                     break
+                if may_cut:  # decided here, holding the lock, with the room as it is now
+                    cut = self._affordable_cut(batch, users, events, wait, now)
+                    if cut is not None:
+                        return cut
+                if not self._budget.fits_ever(users, events):
+                    return None
                 self.stats.budget_wait_seconds += wait
                 if self._metrics is not None:
                     self._metrics.waited_for_tokens(min(wait, 1.0))
@@ -262,9 +271,16 @@ class Delivery:
                     return
                 batch, body = owned, owned.body()
                 users, events = owned.users, owned.events
-            if attempt == 0 and await self._fill_room(batch, users, events):
+            receipt = await self._pay(batch, users, events, may_cut=attempt == 0)
+            if isinstance(receipt, int):
+                # The room left now would sit unspent until the whole request fits: its leading
+                # elements go now, the rest after (same lane, in order). (test_scaling: whole
+                # requests alone left up to a request's worth of each window unspent.)
+                self.stats.budget_fills += 1
+                first, rest = batch.split(receipt)
+                await self._deliver(first, first.users, first.events)
+                await self._deliver(rest, rest.users, rest.events)
                 return
-            receipt = await self._pay(users, events)
             if receipt is None:
                 # More than the budget can ever hold now (its share shrank, or 429s cut it):
                 # smaller requests, same order. A single element always fits a positive budget.
@@ -344,31 +360,26 @@ class Delivery:
             if self._metrics is not None:
                 self._metrics.set_in_flight(self._posting)
 
-    async def _fill_room(self, batch: Batch, users: int, events: int) -> bool:
-        """If the budget's room now would stay unused until the whole request fits, send the
-        leading elements that fit now and the rest after (same lane, in order); True if so.
-        (test_scaling: whole requests alone left up to a request's worth of each window unspent.)
-        """
-        cut = self._affordable_cut(batch, users, events)
-        if cut is None:
-            return False
-        self.stats.budget_fills += 1
-        first, rest = batch.split(cut)
-        await self._deliver(first, first.users, first.events)
-        await self._deliver(rest, rest.users, rest.events)
-        return True
+    # Room that would otherwise sit unspent this long (a share of the window) is worth a request
+    # of its own, however small: at the end of a burst, the room left waits for the burst's own
+    # spending to leave the window, a whole window later.
+    LONG_WAIT = 0.05
 
-    def _affordable_cut(self, batch: Batch, users: int, events: int) -> int | None:
-        """Where to cut a request that does not fit the budget now but whose first part does:
-        None when it fits whole, when nothing of it fits yet, or when what fits is under a
-        quarter of it (then waiting for room costs less than one more small request)."""
+    def _affordable_cut(
+        self, batch: Batch, users: int, events: int, wait: float, now: float
+    ) -> int | None:
+        """Where to cut a request that must wait ``wait`` seconds to fit whole but whose first
+        part fits now: None when nothing of it fits yet, or when what fits is under a quarter
+        of it and the whole fits soon (then waiting costs less than one more request)."""
         if len(batch) < 2 or users != batch.users or events != batch.events:
             return None  # costs not per element (a hand-made batch): leave it whole
-        now = self._clock()
-        if self._budget.wait_time(users, events, now) <= 0:
+        budget = self._budget
+        cut = batch.affordable_prefix(*budget.room(now))
+        if not 0 < cut < len(batch):
             return None
-        cut = batch.affordable_prefix(*self._budget.room(now))
-        return cut if len(batch) // 4 <= cut < len(batch) and cut > 0 else None
+        if cut >= len(batch) // 4 or wait >= budget.window * self.LONG_WAIT:
+            return cut
+        return None
 
     async def _divide(self, batch: Batch, answer: Answer | None, users: int, events: int) -> None:
         if answer is None:  # split for the budget, not because MoEngage refused anything

@@ -235,16 +235,57 @@ async def test_the_room_left_in_the_window_is_used_by_the_first_part_of_a_reques
     assert h.ledger.committable() == {("t", 0): 20}
 
 
-async def test_a_small_room_is_not_filled_with_a_tiny_request() -> None:
+async def test_a_small_room_is_not_filled_with_a_tiny_request_when_the_whole_fits_soon() -> None:
     client = ScriptedClient([])
-    budget = Budget(160, None, now=0, window=10)
+    budget = Budget(160, None, now=-20, window=10)  # entries leave the window 10.2 s late
     h = Harness(client, budget=budget)
-    budget.take(157, 0, now=0)  # 3 users of room: under a quarter of the 20-user request
+    budget.take(20, 0, now=-10.1)  # leaves the window at 0.1 s
+    budget.take(137, 0, now=0)  # 3 users of room: under a quarter of the 20-user request
     for i in range(20):
         h.add(i, f"user{i}")
     await h.deliver()
     assert [len(orjson.loads(b)["elements"]) for b in client.bodies] == [20]
     assert h.delivery.stats.budget_fills == 0
+    assert h.now == pytest.approx(0.1)  # it waited the tenth of a second, not a window
+
+
+async def test_a_small_room_is_filled_when_the_whole_would_wait_a_window() -> None:
+    # The end of a burst: the room left would sit unspent until the burst itself leaves.
+    client = ScriptedClient([])
+    budget = Budget(160, None, now=-20, window=10)
+    h = Harness(client, budget=budget)
+    budget.take(157, 0, now=0)  # 3 users of room, and the whole request fits only at 10.2 s
+    for i in range(20):
+        h.add(i, f"user{i}")
+    await h.deliver()
+    assert [len(orjson.loads(b)["elements"]) for b in client.bodies] == [3, 17]
+    assert h.delivery.stats.budget_fills == 1
+    assert h.ledger.committable() == {("t", 0): 20}
+
+
+async def test_the_room_is_judged_when_a_lane_gets_the_budget_not_before_it_queued() -> None:
+    # Two lanes. Lane one waits 0.1 s for its whole request, holding the budget; lane two
+    # queues behind it, when its own request would also fit 0.1 s later. Once lane one has
+    # paid, lane two's whole request fits only a window later: the room left goes now.
+    sent: list[tuple[float, int]] = []
+
+    class TimedClient(ScriptedClient):
+        async def post(self, body: bytes) -> Answer:
+            sent.append((h.now, len(orjson.loads(body)["elements"])))
+            return OK
+
+    budget = Budget(160, None, now=-20, window=10)  # a request may cost 20 users
+    h = Harness(TimedClient([]), lanes=2, budget=budget)
+    budget.take(20, 0, now=-10.1)  # leaves the window at 0.1 s
+    budget.take(137, 0, now=0)  # 3 users of room until then
+    lanes = [[c for c in (f"user{i}" for i in range(200)) if hash(c) % 2 == k][:20] for k in (0, 1)]
+    for n, customer in enumerate(lanes[0] + lanes[1]):
+        h.add(n, customer)
+    await h.deliver()
+    assert sent[0] == (pytest.approx(0.1), 20)  # lane one, once the old spend left
+    assert sent[1] == (pytest.approx(0.1), 3)  # lane two: the room left, at once
+    assert sent[2][1] == 17 and sent[2][0] >= 10  # the rest a window later
+    assert h.ledger.committable() == {("t", 0): 40}
 
 
 async def test_a_429_refunds_and_settles_under_what_was_accepted() -> None:
