@@ -167,25 +167,34 @@ class Budget:
     def take(self, users: int, events: int, now: float) -> Receipt:
         receipt = Receipt(now, users, events)
         if (users or events) and not self.unlimited:
-            self._spent.append(receipt)
-            self._users += users
-            self._events += events
+            self._add(receipt)
         return receipt
 
     def answered(self, receipt: Receipt, now: float) -> None:
         """The server answered (other than 429): it counted the spend at some moment between
         its take and now. Keep it in the window until ``now`` + the window, so that a slow answer
-        (up to a client timeout) never frees room before the server frees it."""
+        (up to a client timeout) never frees room before the server frees it. (If it had left
+        our window already, it goes back in: the server may count it a while yet.)"""
         if receipt.at >= now or not (receipt.users or receipt.events) or self.unlimited:
             return
         self._expire(now)
+        self._withdraw(receipt)
+        receipt.at = now
+        self._add(receipt)  # every entry was taken or answered at or before now: still in order
+
+    def _add(self, receipt: Receipt) -> None:
+        self._spent.append(receipt)
+        self._users += receipt.users
+        self._events += receipt.events
+
+    def _withdraw(self, receipt: Receipt) -> None:
+        """Take a spend out of the window, if it is still in it."""
         try:
             self._spent.remove(receipt)
-        except ValueError:  # it left our window already; the server may count it a while yet
-            self._users += receipt.users
-            self._events += receipt.events
-        receipt.at = now
-        self._spent.append(receipt)  # every entry was taken or answered at or before now
+        except ValueError:
+            return
+        self._users -= receipt.users
+        self._events -= receipt.events
 
     def spent(self, now: float) -> Spend:
         self._expire(now)
@@ -199,11 +208,8 @@ class Budget:
         round trip, and for that long lend room the server does not have: a 429 one window after
         every 429.)"""
         self._expire(now)
-        if receipt.users or receipt.events:
-            if receipt in self._spent:  # else it has left the window already: nothing to give
-                self._users -= receipt.users
-                self._events -= receipt.events
-            receipt.users = receipt.events = 0
+        self._withdraw(receipt)  # if it left the window already, there is nothing to give
+        receipt.users = receipt.events = 0
 
     def _accepted_ratio(self, now: float) -> float:
         """What the window holds, as a share of the full (un-throttled) limit of this instance."""
