@@ -34,7 +34,6 @@ from connector.config import Credentials, parse_settings
 from connector.devtools.workload import events, users
 from connector.pipeline import record_from_message
 from connector.ratelimit import Budget
-from connector.sink.delivery import Delivery, RetryPolicy
 from connector.source.decoding import encode_confluent, encode_raw
 
 EVENTS, USERS = "hot.events", "hot.users"
@@ -54,30 +53,24 @@ class _Registry:
 def _messages(n_events: int, n_users: int) -> list[Message]:
     _, ev_schema = schema("event")
     _, us_schema = schema("user")
-    out = []
-    for i, e in enumerate(events(n_events, max(n_users, 1000), seed=EVENT_SEED, props=EVENT_PROPS)):
-        out.append(
-            Message(
-                topic=EVENTS,
-                partition=0,
-                offset=i,
-                key=e["user_id"].encode(),
-                value=encode_raw(ev_schema, e),
-                timestamp=(1, 1_767_225_600_000 + i),
-            )
-        )
-    for i, u in enumerate(users(n_users, seed=USER_SEED)):
-        out.append(
-            Message(
-                topic=USERS,
-                partition=0,
-                offset=i,
-                key=u["user_id"].encode(),
-                value=encode_confluent(SCHEMA_ID, us_schema, u),
-                timestamp=(1, 1_767_225_600_000 + i),
-            )
-        )
-    return out
+    evs = events(n_events, max(n_users, 1000), seed=EVENT_SEED, props=EVENT_PROPS)
+    return [
+        _message(EVENTS, i, e["user_id"], encode_raw(ev_schema, e)) for i, e in enumerate(evs)
+    ] + [
+        _message(USERS, i, u["user_id"], encode_confluent(SCHEMA_ID, us_schema, u))
+        for i, u in enumerate(users(n_users, seed=USER_SEED))
+    ]
+
+
+def _message(topic: str, offset: int, key: str, value: bytes) -> Message:
+    return Message(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        key=key.encode(),
+        value=value,
+        timestamp=(1, 1_767_225_600_000 + offset),
+    )
 
 
 def _connector() -> Connector:
@@ -108,17 +101,8 @@ def _connector() -> Connector:
     conn = Connector(settings, Credentials(workspace_id="HOT", api_key=SecretStr("hot-key")))
     users_decoder: Any = conn.pipelines[USERS].decoder
     users_decoder._registry = _Registry(schema("user")[1])  # no registry process here
-    m = settings.moengage
-    conn.delivery = Delivery(
-        None,  # type: ignore[arg-type]  # lanes are never started: nothing is sent
-        Budget(None, None, 0.0),
-        lanes=m.max_in_flight,
-        max_request_bytes=m.max_request_bytes,
-        retry=RetryPolicy(m.retry_initial_ms / 1000, m.retry_max_ms / 1000),
-        on_rejected=conn._rejected_by_api,
-        coalesce=m.coalesce,
-        metrics=conn.metrics,
-    )
+    # Lanes are never started: nothing is sent.
+    conn.delivery = conn.make_delivery(None, Budget(None, None, 0.0))  # type: ignore[arg-type]
     conn.ledger.assign([(EVENTS, 0), (USERS, 0)])
     return conn
 

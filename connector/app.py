@@ -188,17 +188,7 @@ class Connector:
             window=m.rate_window_seconds,
             share=m.rate_share or 1.0,
         )
-        self.delivery = Delivery(
-            client,
-            self.budget,
-            lanes=m.max_in_flight,
-            max_request_bytes=m.max_request_bytes,
-            retry=RetryPolicy(m.retry_initial_ms / 1000, m.retry_max_ms / 1000),
-            on_rejected=self._rejected_by_api,
-            coalesce=m.coalesce,
-            metrics=self.metrics,
-            on_accepted=self._accepted if self.delivered_log is not None else None,
-        )
+        self.delivery = self.make_delivery(client, self.budget)
         self.source = KafkaSource(
             self.settings.librdkafka_config(),
             [t.name for t in self.settings.topics],
@@ -557,6 +547,21 @@ class Connector:
             and ledger.buffered_bytes < p.max_buffered_bytes // 2
         ):
             await self.source.resume(list(self.source.paused))
+
+    def make_delivery(self, client: MoEngageClient, budget: Budget) -> Delivery:
+        """The lanes between the batches and MoEngage, as the settings describe them."""
+        m = self.settings.moengage
+        return Delivery(
+            client,
+            budget,
+            lanes=m.max_in_flight,
+            max_request_bytes=m.max_request_bytes,
+            retry=RetryPolicy(m.retry_initial_ms / 1000, m.retry_max_ms / 1000),
+            on_rejected=self._rejected_by_api,
+            coalesce=m.coalesce,
+            metrics=self.metrics,
+            on_accepted=self._accepted if self.delivered_log is not None else None,
+        )
 
     # ----- rebalance hooks (run on the loop, called from the Kafka thread) ----------------------
 
