@@ -11,22 +11,7 @@ from connector.config import (
     resolve_credentials,
 )
 from connector.errors import ConfigError
-
-
-def _raw(**over: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = {
-        "moengage": {"base_url": "http://127.0.0.1:9"},
-        "kafka": {"bootstrap.servers": "127.0.0.1:1", "group.id": "g"},
-        "topics": [
-            {
-                "name": "users",
-                "format": "json",
-                "transform": {"mapping": {"type": "customer", "customer_id": "user_id"}},
-            }
-        ],
-    }
-    raw.update(over)
-    return raw
+from tests.unit.configs import minimal_raw
 
 
 def _problems(raw: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, str]:
@@ -36,7 +21,7 @@ def _problems(raw: dict[str, Any], env: dict[str, str] | None = None) -> dict[st
 
 
 def test_minimal_configuration_loads() -> None:
-    s = parse_settings(_raw(), base_dir=Path("."), environ={})
+    s = parse_settings(minimal_raw(), base_dir=Path("."), environ={})
     assert s.moengage.endpoint == "http://127.0.0.1:9"
     assert s.librdkafka_config()["enable.auto.commit"] is False
 
@@ -51,17 +36,17 @@ def test_minimal_configuration_loads() -> None:
     ],
 )
 def test_data_centre_selects_the_documented_endpoint(dc: str, url: str) -> None:
-    s = parse_settings(_raw(moengage={"data_center": dc}), base_dir=Path("."), environ={})
+    s = parse_settings(minimal_raw(moengage={"data_center": dc}), base_dir=Path("."), environ={})
     assert s.moengage.endpoint == url
 
 
 def test_unknown_data_centre_is_reported_at_its_key() -> None:
-    problems = _problems(_raw(moengage={"data_center": "eu"}))
+    problems = _problems(minimal_raw(moengage={"data_center": "eu"}))
     assert "two-digit" in problems["moengage.data_center"]
 
 
 def test_every_problem_is_reported_with_its_path() -> None:
-    raw = _raw(pipeline={"commit_interval_ms": 0, "typo": 1})
+    raw = minimal_raw(pipeline={"commit_interval_ms": 0, "typo": 1})
     raw["topics"][0]["format"] = "protobuf"
     problems = _problems(raw)
     assert set(problems) >= {"pipeline.commit_interval_ms", "pipeline.typo", "topics[0].format"}
@@ -69,24 +54,24 @@ def test_every_problem_is_reported_with_its_path() -> None:
 
 
 def test_auto_commit_cannot_be_turned_on() -> None:
-    raw = _raw(kafka={"bootstrap.servers": "x", "group.id": "g", "enable.auto.commit": True})
+    raw = minimal_raw(kafka={"bootstrap.servers": "x", "group.id": "g", "enable.auto.commit": True})
     assert "managed by the connector" in _problems(raw)["kafka"]
 
 
 def test_raw_avro_needs_a_schema_file() -> None:
-    raw = _raw()
+    raw = minimal_raw()
     raw["topics"][0]["format"] = "avro"
     assert "schema" in _problems(raw)["topics[0]"]
 
 
 def test_confluent_format_needs_a_schema_registry() -> None:
-    raw = _raw()
+    raw = minimal_raw()
     raw["topics"][0]["format"] = "confluent"
     assert "schema_registry" in _problems(raw)[""]
 
 
 def test_interpolation_with_defaults_and_escape() -> None:
-    raw = _raw(
+    raw = minimal_raw(
         kafka={
             "bootstrap.servers": "${BROKER}",
             "group.id": "${GROUP:-fallback}",
@@ -102,19 +87,19 @@ def test_interpolation_with_defaults_and_escape() -> None:
 
 
 def test_missing_variable_names_the_key_and_the_variable() -> None:
-    raw = _raw(kafka={"bootstrap.servers": "${NOPE}", "group.id": "g"})
+    raw = minimal_raw(kafka={"bootstrap.servers": "${NOPE}", "group.id": "g"})
     assert _problems(raw) == {"kafka.bootstrap.servers": "environment variable NOPE is not set"}
 
 
 def test_secrets_are_masked_in_repr() -> None:
-    raw = _raw(kafka={"bootstrap.servers": "x", "group.id": "g", "sasl.password": "hunter2"})
+    raw = minimal_raw(kafka={"bootstrap.servers": "x", "group.id": "g", "sasl.password": "hunter2"})
     s = parse_settings(raw, base_dir=Path("."), environ={})
     assert "hunter2" not in repr(s)
     assert s.librdkafka_config()["sasl.password"] == "hunter2"
 
 
 def test_credentials_from_environment() -> None:
-    s = parse_settings(_raw(), base_dir=Path("."), environ={})
+    s = parse_settings(minimal_raw(), base_dir=Path("."), environ={})
     creds = resolve_credentials(s, {"MOENGAGE_WORKSPACE_ID": "W", "MOENGAGE_API_KEY": "K"})
     assert creds.workspace_id == "W"
     assert creds.api_key.get_secret_value() == "K"
@@ -123,7 +108,7 @@ def test_credentials_from_environment() -> None:
 
 def test_credentials_from_files_win_over_plain_variables(tmp_path: Path) -> None:
     (tmp_path / "key").write_text("from-file\n")
-    s = parse_settings(_raw(), base_dir=Path("."), environ={})
+    s = parse_settings(minimal_raw(), base_dir=Path("."), environ={})
     env = {
         "MOENGAGE_WORKSPACE_ID": "W",
         "MOENGAGE_API_KEY": "plain",
@@ -133,7 +118,7 @@ def test_credentials_from_files_win_over_plain_variables(tmp_path: Path) -> None
 
 
 def test_missing_credentials_say_how_to_provide_them() -> None:
-    s = parse_settings(_raw(), base_dir=Path("."), environ={})
+    s = parse_settings(minimal_raw(), base_dir=Path("."), environ={})
     with pytest.raises(ConfigError) as info:
         resolve_credentials(s, {})
     problems = dict(info.value.problems)

@@ -24,6 +24,7 @@ from connector.deadletter import DeadLetterWriter
 from connector.errors import BadRecordError, DecodeError, RecordRef, RejectedByApiError
 from connector.offsets import OffsetLedger, Slot
 from connector.pipeline import ExitCode
+from tests.unit.configs import minimal_raw
 
 TOPIC = "orders"
 DLQ = "orders-dlq"
@@ -119,19 +120,8 @@ def _decode_error(offset: int) -> BadRecordError:
 
 
 def _connector(tmp_path: Path) -> Connector:
-    raw = {
-        "moengage": {"base_url": "http://127.0.0.1:9"},
-        "kafka": {"bootstrap.servers": "127.0.0.1:1", "group.id": "g"},
-        "topics": [
-            {
-                "name": TOPIC,
-                "format": "json",
-                "transform": {"mapping": {"type": "customer", "customer_id": "user_id"}},
-                "dead_letter_topic": DLQ,
-            }
-        ],
-        "observability": {"enabled": False},
-    }
+    raw = minimal_raw(observability={"enabled": False})
+    raw["topics"][0].update(name=TOPIC, dead_letter_topic=DLQ)
     settings = parse_settings(raw, base_dir=tmp_path, environ={})
     assert settings.topic(TOPIC).error_policy == "dlq"
     conn = Connector(settings, Credentials(workspace_id="W", api_key=SecretStr("k")))

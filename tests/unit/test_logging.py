@@ -23,6 +23,7 @@ from connector.observability.logging import (
     register_basic_auth,
     register_secret,
 )
+from tests.unit.configs import minimal_raw
 
 API_KEY = "K3yOfTheWorkspace9"
 WORKSPACE = "WS0001"
@@ -66,19 +67,7 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 def _settings(**over: Any) -> Settings:
-    raw: dict[str, Any] = {
-        "moengage": {"base_url": "http://127.0.0.1:9"},
-        "kafka": {"bootstrap.servers": "127.0.0.1:1", "group.id": "g"},
-        "topics": [
-            {
-                "name": "users",
-                "format": "json",
-                "transform": {"mapping": {"type": "customer", "customer_id": "user_id"}},
-            }
-        ],
-    }
-    raw.update(over)
-    return parse_settings(raw, base_dir=Path("."), environ={})
+    return parse_settings(minimal_raw(**over), base_dir=Path("."), environ={})
 
 
 # ----- format ------------------------------------------------------------------------------------

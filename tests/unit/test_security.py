@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 from connector.config import Settings, parse_settings, secret_values
 from connector.deadletter import producer_config
 from connector.errors import ConfigError
+from tests.unit.configs import minimal_raw
 
 # Profiles as a user would write them under `kafka:` (values are made up, never real secrets).
 SASL_SSL_SCRAM = {
@@ -83,22 +84,8 @@ CONSUMER_ONLY = (
 
 
 def settings(kafka: dict[str, Any], registry: dict[str, Any] | None = None) -> Settings:
-    raw: dict[str, Any] = {
-        "moengage": {"base_url": "http://127.0.0.1:9"},
-        "kafka": {
-            "bootstrap.servers": "127.0.0.1:1",
-            "group.id": "g",
-            "heartbeat.interval.ms": 500,
-            **kafka,
-        },
-        "topics": [
-            {
-                "name": "users",
-                "format": "json",
-                "transform": {"mapping": {"type": "customer", "customer_id": "user_id"}},
-            }
-        ],
-    }
+    raw = minimal_raw()
+    raw["kafka"].update({"heartbeat.interval.ms": 500, **kafka})
     if registry is not None:
         raw["schema_registry"] = registry
     return parse_settings(raw, base_dir=Path("."), environ={})
