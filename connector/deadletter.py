@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any, cast
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connector import __version__
 from connector.errors import BadRecordError
@@ -34,7 +34,13 @@ _CONSUMER_ONLY_PREFIXES = (
     "enable.partition.eof",
     "consume.callback.",
 )
-MAX_MESSAGE_BYTES = 1000
+MAX_MESSAGE_BYTES = 1000  # of the error message header
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000  # librdkafka's message.max.bytes default
+# Record batch and record framing around key, value and headers (an upper bound, so a value cut
+# to fit is never refused by the producer's own size check).
+_FRAMING_BYTES = 1024
+TRUNCATED_HEADER = "moengage.value.truncated"
+ORIGINAL_BYTES_HEADER = "moengage.value.original_bytes"
 
 DoneCallback = Callable[[KafkaError | None], None]
 
@@ -72,35 +78,85 @@ def error_headers(error: BadRecordError, now: dt.datetime | None = None) -> list
 
 
 class DeadLetterWriter:
-    """An idempotent producer for dead-letter topics; callbacks fire from :meth:`poll`."""
+    """An idempotent producer for dead-letter topics; callbacks fire from :meth:`poll`.
+
+    A record too large for the dead-letter topic is written with its value cut to what fits and
+    two headers saying so (``moengage.value.truncated``, ``moengage.value.original_bytes``):
+    the error and the coordinates of the source record matter more than its full bytes, which
+    are still in the source topic. What fits is first the producer's ``message.max.bytes``; if
+    the broker refuses the write as too large (the topic's ``max.message.bytes`` is lower), the
+    value is cut to a quarter and written again. Any other refusal, synchronous or reported, is
+    passed to ``done`` (the connector stops with exit code 7; the record stays uncommitted).
+    """
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._producer = Producer(config)
+        self._max_bytes = int(config.get("message.max.bytes", DEFAULT_MAX_MESSAGE_BYTES))
         self.in_flight = 0
         self.written = 0
+        self.truncated = 0
 
     def send(self, topic: str, msg: Message, error: BadRecordError, done: DoneCallback) -> None:
         original = cast(list[tuple[str, str | bytes | None]], msg.headers() or [])
         headers: list[tuple[str, str | bytes | None]] = [*original, *error_headers(error)]
+        key = msg.key()
+        fixed = len(key or b"") + sum(len(k) + len(v or b"") for k, v in headers)
+        cap = max(0, self._max_bytes - fixed - _FRAMING_BYTES)
+        self._write(topic, key, msg.value(), headers=headers, cap=cap, done=done)
+
+    def _write(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        headers: list[tuple[str, str | bytes | None]],
+        cap: int,
+        done: DoneCallback,
+    ) -> None:
+        """Produce ``value`` cut to ``cap`` bytes (with the truncation headers if cut)."""
+        sent, sent_headers = value, headers
+        if value is not None and len(value) > cap:
+            sent = value[:cap]
+            sent_headers = [
+                *headers,
+                (TRUNCATED_HEADER, b"true"),
+                (ORIGINAL_BYTES_HEADER, str(len(value)).encode()),
+            ]
+
+        def smaller() -> int | None:
+            """The next cap after a size refusal; None once nothing is left to cut."""
+            return len(sent) // 4 if sent else None
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             self.in_flight -= 1
+            if err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                next_cap = smaller()
+                if next_cap is not None:
+                    self._write(topic, key, value, headers=headers, cap=next_cap, done=done)
+                    return
             if err is None:
                 self.written += 1
+                self.truncated += sent is not value
             done(err)
 
         while True:
             try:
                 self._producer.produce(
-                    topic,
-                    key=msg.key(),
-                    value=msg.value(),
-                    headers=headers,
-                    on_delivery=on_delivery,
+                    topic, key=key, value=sent, headers=sent_headers, on_delivery=on_delivery
                 )
                 break
             except BufferError:  # the local queue is full: serve callbacks to make room
                 self._producer.poll(0.05)
+            except KafkaException as e:  # refused before it left: too large, or worse
+                err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+                if err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    next_cap = smaller()
+                    if next_cap is not None:
+                        self._write(topic, key, value, headers=headers, cap=next_cap, done=done)
+                        return
+                done(err or KafkaError(KafkaError._FAIL, str(e)))
+                return
         self.in_flight += 1
 
     def poll(self) -> None:

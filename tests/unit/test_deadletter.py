@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 from pydantic import SecretStr
 
 from connector import deadletter
@@ -31,6 +31,11 @@ DLQ = "orders-dlq"
 KEY = (TOPIC, 0)
 
 
+# Compared by identity: comparing a KafkaError with a str leaves a Python error set inside
+# confluent-kafka (it surfaces at the KafkaError's next method call).
+UNANSWERED = "unanswered"
+
+
 @dataclass
 class Write:
     topic: str
@@ -38,7 +43,7 @@ class Write:
     value: bytes | None
     headers: list[tuple[str, Any]]
     on_delivery: Any
-    answer: KafkaError | str | None = "unanswered"  # what the broker said, once it said it
+    answer: KafkaError | str | None = UNANSWERED  # what the broker said, once it said it
     reported: bool = False
 
 
@@ -49,6 +54,7 @@ class FakeProducer:
     config: dict[str, Any]
     writes: list[Write] = field(default_factory=list)
     full: int = 0  # raise BufferError on the next ``full`` produce calls
+    refuse: KafkaError | None = None  # raise this from every produce call, as librdkafka does
 
     def produce(
         self,
@@ -62,6 +68,11 @@ class FakeProducer:
         if self.full:
             self.full -= 1
             raise BufferError("Local: Queue full")
+        if self.refuse is not None:
+            raise KafkaException(self.refuse)
+        size = len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+        if size > int(self.config.get("message.max.bytes", 1_000_000)):
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
         self.writes.append(Write(topic, key, value, list(headers), on_delivery))
 
     def answer(self, i: int, err: KafkaError | None) -> None:
@@ -71,7 +82,7 @@ class FakeProducer:
     def poll(self, timeout: float = 0) -> int:
         served = 0
         for w in self.writes:
-            if not w.reported and w.answer != "unanswered":
+            if not w.reported and w.answer is not UNANSWERED:
                 w.reported = True
                 w.on_delivery(w.answer, None)
                 served += 1
@@ -79,7 +90,7 @@ class FakeProducer:
 
     def flush(self, timeout: float = 0) -> int:
         self.poll()
-        return sum(1 for w in self.writes if w.answer == "unanswered")
+        return sum(1 for w in self.writes if w.answer is UNANSWERED)
 
 
 class FakeMessage:
@@ -282,3 +293,72 @@ def test_the_writer_reports_only_from_poll_and_keeps_the_record_whole() -> None:
     writer.poll()
     assert reports == [None]
     assert (writer.in_flight, writer.written) == (0, 1)
+
+
+class BigMessage(FakeMessage):
+    """A 2 MB record: larger than any dead-letter topic takes by default (1 MB)."""
+
+    def value(self) -> bytes:
+        return b"v" * 2_000_000
+
+
+def test_a_record_too_large_for_the_dead_letter_topic_is_written_truncated_and_says_so(
+    tmp_path: Path,
+) -> None:
+    conn = _connector(tmp_path)
+    _, bad, _ = _three_records(conn.ledger)
+    conn._bad_record(bad, _decode_error(11), BigMessage(11))  # type: ignore[arg-type]
+    producer = _fake(conn)
+    (w,) = producer.writes
+    assert w.value is not None
+    assert 0 < len(w.value) < 1_000_000
+    assert w.value == b"v" * len(w.value)  # the start of the record, as it was
+    headers = dict(w.headers)
+    assert headers["moengage.value.truncated"] == b"true"
+    assert headers["moengage.value.original_bytes"] == b"2000000"
+    assert headers["moengage.error.rule"] == b"decode.magic_byte"
+    assert conn.ledger.committable() == {KEY: 11}  # released only by the confirmation
+    producer.answer(0, None)
+    assert conn.dlq is not None
+    conn.dlq.poll()
+    assert conn.ledger.committable() == {KEY: 13}
+    assert conn.dlq.truncated == 1
+    assert conn.failure is None
+
+
+def test_a_size_refusal_from_the_broker_is_written_again_smaller(tmp_path: Path) -> None:
+    """The topic's own limit is below the producer's: the broker refuses; a quarter is tried."""
+    conn = _connector(tmp_path)
+    _, bad, _ = _three_records(conn.ledger)
+    conn._bad_record(bad, _decode_error(11), BigMessage(11))  # type: ignore[arg-type]
+    producer = _fake(conn)
+    assert conn.dlq is not None
+    producer.answer(0, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    conn.dlq.poll()
+    first, second = producer.writes
+    assert first.value is not None
+    assert second.value is not None
+    assert len(second.value) == len(first.value) // 4
+    assert dict(second.headers)["moengage.value.original_bytes"] == b"2000000"
+    assert conn.ledger.committable() == {KEY: 11}  # the refused write released nothing
+    assert conn.failure is None
+    producer.answer(1, None)
+    conn.dlq.poll()
+    assert conn.ledger.committable() == {KEY: 13}
+    assert (conn.dlq.written, conn.dlq.in_flight) == (1, 0)
+
+
+def test_a_write_the_producer_refuses_at_once_stops_with_exit_code_7(tmp_path: Path) -> None:
+    """produce() itself raises (unknown topic, fatal producer state): the documented exit 7,
+    not a traceback, and the record stays uncommitted."""
+    conn = _connector(tmp_path)
+    _, bad, _ = _three_records(conn.ledger)
+    _fake(conn).refuse = KafkaError(KafkaError._UNKNOWN_TOPIC)
+    conn._bad_record(bad, _decode_error(11), FakeMessage(11))  # type: ignore[arg-type]
+    assert conn.exit_code == ExitCode.DEAD_LETTER
+    assert conn.failure is not None
+    assert DLQ in str(conn.failure)
+    assert conn.ledger.committable() == {KEY: 11}
+    assert bad.remaining == 1
+    assert conn.dlq is not None
+    assert conn.dlq.in_flight == 0
