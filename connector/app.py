@@ -16,7 +16,8 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from asyncio import FIRST_COMPLETED
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 import aiohttp
@@ -32,10 +33,12 @@ from connector.errors import (
     BadRecordError,
     ConfigError,
     ConnectorError,
+    DecodeError,
     RecordRef,
     SchemaRegistryAuthError,
     SchemaRegistryError,
     ValidationError,
+    unexpected,
 )
 from connector.observability.health import (
     HealthState,
@@ -63,6 +66,9 @@ from connector.transforms import Record
 
 log = structlog.get_logger(__name__)
 
+# Each stops the connector cleanly; a second one during the drain ends the grace period.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 
 class Connector:
     """One instance of the service: owns the consumer, the lanes, the ledger and the loop."""
@@ -87,6 +93,7 @@ class Connector:
         self.ledger = OffsetLedger()
         self.stats = RunStats()
         self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second signal: end the shutdown's grace period now
         self.failure: ConnectorError | None = None
         self.exit_code = ExitCode.OK
         self._closing = False
@@ -108,6 +115,17 @@ class Connector:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        """The first SIGTERM, SIGINT or SIGHUP stops the connector cleanly (drain within the
+        grace period, commit, close); another one during that drain cuts the grace period short:
+        what is answered by then is committed, the rest is read again on the next start."""
+        if not self._stop.is_set():
+            log.info("stop_requested", signal=sig.name)
+            self.request_stop()
+        elif not self._hurry.is_set():
+            log.warning("stop_hurried", signal=sig.name, note="not waiting for the grace period")
+            self._hurry.set()
 
     def _fail(self, error: ConnectorError, code: ExitCode) -> None:
         if self.failure is None:
@@ -132,18 +150,39 @@ class Connector:
             if self.delivered_log is not None:
                 self.delivered_log.close()
 
+    async def _until_or_hurried(self, work: Coroutine[Any, Any, None], seconds: float) -> bool:
+        """Run ``work`` for at most ``seconds``, or until a second stop signal: whether it
+        finished."""
+        done_task = asyncio.ensure_future(work)
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait({done_task, hurry}, timeout=seconds, return_when=FIRST_COMPLETED)
+        finally:
+            for task in (done_task, hurry):
+                task.cancel()
+            await asyncio.gather(done_task, hurry, return_exceptions=True)
+        return done_task.done() and not done_task.cancelled() and done_task.exception() is None
+
+    async def _dead_letters(self) -> None:
+        """Until every dead-letter write is confirmed, serving reports in short slices so the
+        loop (and a second stop signal) is never blocked for long."""
+        assert self.dlq is not None
+        # librdkafka signals nothing to asyncio: its reports are served by flush itself.
+        while self.dlq.flush(0.05):  # noqa: ASYNC110
+            await asyncio.sleep(0)
+
     async def _linger(self, seconds: float) -> None:
         """Wait ``seconds``, or less if SIGTERM/SIGINT come first: the exit code stays the
         failure's (an orchestrator stopping the Pod sees 3, not a death by signal)."""
         loop = asyncio.get_running_loop()
         cut_short = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, cut_short.set)
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(cut_short.wait(), seconds)
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
 
     async def _start_observability(self) -> web.AppRunner | None:
@@ -167,8 +206,8 @@ class Connector:
 
     async def _run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self._on_signal, sig)
         own_session = self._session is None
         session = self._session or aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.settings.moengage.max_in_flight * 2)
@@ -206,7 +245,7 @@ class Connector:
             await self.delivery.stop()
             if own_session:
                 await session.close()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
         return int(self.exit_code)
 
@@ -309,18 +348,16 @@ class Connector:
         )
         if self.exit_code != ExitCode.FATAL_API:
             self.delivery.flush_all()
-            try:
-                await asyncio.wait_for(self.delivery.wait_idle(), timeout=grace)
-            except TimeoutError:
+            if not await self._until_or_hurried(self.delivery.wait_idle(), grace):
                 log.warning(
-                    "shutdown_grace_exceeded",
+                    "shutdown_grace_exceeded" if not self._hurry.is_set() else "shutdown_hurried",
                     grace_s=grace,
                     undelivered_records=self.ledger.pending_records(),
                     note="these records are not committed and will be read again",
                 )
             if self.delivery.fatal is not None:
                 self._fail(self.delivery.fatal, ExitCode.FATAL_API)
-        if self.dlq is not None and self.dlq.flush(grace):
+        if self.dlq is not None and not await self._until_or_hurried(self._dead_letters(), grace):
             log.warning("dead_letter_unconfirmed", note="those records are not committed")
         await self.commit()
         self._closing = True
@@ -380,6 +417,10 @@ class Connector:
                 value = pipe.decoder(raw)
             except SchemaRegistryError as e:
                 value = await self._decode_retrying(pipe, raw, e)
+            except BadRecordError:
+                raise
+            except Exception as e:  # no record may crash the connector: it is bad input
+                raise unexpected(DecodeError, "decode.unexpected", "the decoder", e) from e
             encoded = self._elements(record_from_message(msg, value), pipe)
         except BadRecordError as e:
             self._bad_record(slot, e.at(RecordRef(topic, partition, offset)), msg)
@@ -402,17 +443,23 @@ class Connector:
         validate, customer_key = self.validator.validate, self.validator.customer_key
         out = []
         for produced in pipe.transform(record):
-            element = validate(produced)
-            data = encode(element)
-            if len(data) > self._max_element_bytes:
-                assert self.delivery is not None
-                try:
-                    self.delivery.check_fits_alone(data)
-                except ElementTooLarge as e:
-                    raise ValidationError(str(e), rule="element.too_large") from None
-            out.append(
-                (data, element_cost(element, self._device_cost), customer_key(element), element)
-            )
+            try:
+                element = validate(produced)
+                data = encode(element)
+                if len(data) > self._max_element_bytes:
+                    assert self.delivery is not None
+                    try:
+                        self.delivery.check_fits_alone(data)
+                    except ElementTooLarge as e:
+                        raise ValidationError(str(e), rule="element.too_large") from None
+                cost, customer = element_cost(element, self._device_cost), customer_key(element)
+            except BadRecordError:
+                raise
+            except Exception as e:  # junk that slipped past the rules: bad input, never a crash
+                raise unexpected(
+                    ValidationError, "element.unexpected", "validating or encoding an element", e
+                ) from e
+            out.append((data, cost, customer, element))
         return out
 
     def _publish_consumed(self) -> None:

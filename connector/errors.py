@@ -85,6 +85,21 @@ class RejectedByApiError(BadRecordError):
     stage = "send"
 
 
+_MAX_CAUSE_TEXT = 200  # exception text can quote record contents: keep it short
+
+
+def unexpected(
+    kind: type[BadRecordError], rule: str, where: str, cause: BaseException
+) -> BadRecordError:
+    """Bad input from an exception nobody anticipated while handling one record: the record is
+    routed like any other bad input instead of crashing the connector (and every partition with
+    it). The message names the exception's class and the start of its text."""
+    text = str(cause)
+    if len(text) > _MAX_CAUSE_TEXT:
+        text = text[: _MAX_CAUSE_TEXT - 3] + "..."
+    return kind(f"{where} raised {type(cause).__name__}: {text}", rule=rule)
+
+
 class FatalApiError(ConnectorError):
     """MoEngage refused the connector itself (credentials, account, media type): stop."""
 
