@@ -78,11 +78,38 @@ def encode(element: dict[str, Any]) -> bytes:
     except Exception as e:  # noqa: BLE001 -- JSONEncodeError, or whatever a value's type raises
         raise _unencodable(element, e) from None
     # orjson writes NaN and ±Infinity as null: only an element with a null in it can hold one.
-    if b"null" in data:
+    if b"null" in data and _has_non_finite(element):
         problem = find_unencodable(element)
         if problem is not None:
             raise _error(element, *problem)
     return bytes(memoryview(data))
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Whether a float in ``value`` is NaN or infinite: the quick gate (about 1 µs for a typical
+    event) before ``find_unencodable`` spends time on naming it. ``x - x`` is 0.0 for every
+    finite float and NaN otherwise; exact types first, subclasses after."""
+    stack = [value]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        x = pop()
+        t = type(x)
+        if t is dict:
+            push(x.values())
+        elif t is list:
+            push(x)
+        elif t is float:
+            if x - x != 0.0:
+                return True
+        elif t is str or t is int or t is bool or x is None:
+            pass
+        elif isinstance(x, dict):
+            push(x.values())
+        elif isinstance(x, list | tuple):
+            push(x)
+        elif isinstance(x, float) and not math.isfinite(x):
+            return True
+    return False
 
 
 def _unencodable(element: dict[str, Any], cause: Exception) -> ValidationError:

@@ -304,8 +304,11 @@ def _with_attribute(value: object) -> dict[str, object]:
         (math.inf, "value.non_finite", "Infinity"),
         ([1.0, -math.inf], "value.non_finite", "-Infinity"),
     ],
-    ids=lambda v: type(v).__name__,
-)
+    ids=[
+        "Decimal", "bytes", "set", "surrogate", "int-key", "surrogate-key", "2^64", "-2^63-1",
+        "nested-300", "nan", "inf", "-inf-in-list",
+    ],
+)  # fmt: skip
 def test_values_json_cannot_carry_are_bad_input(value: object, rule: str, named: str) -> None:
     with pytest.raises(ValidationError) as info:
         encode(_with_attribute(value))
