@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -301,6 +304,32 @@ class ValidationSettings(_Frozen):
         default=[],
         description="identity-resolution identifiers (e.g. moe_mobile) emitted by code transforms",
     )
+    event_time_earliest: AwareDatetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC),
+        description="event times (current_time, user_time) before this are bad input",
+    )
+    event_time_max_future_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        description="event times more than this many seconds after now are bad input",
+    )
+    local_timezone: str | None = Field(
+        default=None,
+        description="IANA zone (e.g. Europe/Berlin) of Avro local-timestamp-* values: they are "
+        "converted to UTC. Unset: they are sent as ISO 8601 without a zone (a local time)",
+    )
+
+    @field_validator("local_timezone")
+    @classmethod
+    def _known_zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"{v!r} is not an IANA time zone name (e.g. 'Europe/Berlin', 'UTC')"
+                ) from None
+        return v
 
 
 class LoggingSettings(_Frozen):

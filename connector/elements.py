@@ -9,14 +9,22 @@ The validator rejects, before anything is sent, what the Bulk API would otherwis
 200 and then silently drop (seed 000: "All bulk API requests return a 200 response code"). Every
 rejection is a ``ValidationError`` whose ``rule`` is a short stable id (see ``RULES``).
 
-This module is pure: no Kafka, no HTTP, no clock.
+Event times are read as epoch seconds, milliseconds or microseconds by magnitude (see
+``normalise_time``) and must fall inside a window: from ``validation.event_time_earliest``
+(default 2000-01-01T00:00:00Z) to ``validation.event_time_max_future_seconds`` (default one day)
+after now. Ids and names (customer_id, device_id, action names, attribute names) must not hold
+control characters.
+
+This module is pure: no Kafka, no HTTP, and the clock is the validator's ``clock`` argument.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import product
 from typing import Any, Final
 
@@ -63,7 +71,14 @@ _PLATFORM_LOOKUP: Final = {**{p: p for p in PLATFORMS}, **{p.lower(): p for p in
 _EVENT_PLATFORM_LOOKUP: Final = {**_PLATFORM_LOOKUP, "unknown": "unknown"}
 
 TIMEZONE_OFFSET_RANGE: Final = (-54000, 54000)  # seconds, seed 001
-_MS_THRESHOLD: Final = 100_000_000_000  # epoch values at or above 1e11 are milliseconds
+# Epoch magnitudes: below 1e11 seconds (up to the year 5138), from 1e11 milliseconds (1973-03-03
+# onwards), from 1e14 microseconds (1973-03-03 onwards). A nanosecond epoch reads as microseconds
+# and lands tens of thousands of years ahead, outside the window: bad input, not a wrong date.
+_MS_THRESHOLD: Final = 100_000_000_000
+_US_THRESHOLD: Final = 100_000_000_000_000
+_MAX_EPOCH_DIGITS: Final = 30  # longer digit strings are no time (and int() would refuse them)
+# C0, DEL and C1 control characters: never part of an id or a name.
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
 _MAX_SHOWN: Final = 64
 
 # Every rule id a ValidationError can carry, with its message (prefixed "<type> element: ").
@@ -89,7 +104,17 @@ _MESSAGES: Final = {
     "action.moe_prefix": "{where}.action {value} uses the system prefix 'moe_' (seed 002)",
     "user_timezone_offset.range": "{where}.user_timezone_offset {value} is outside "
     "-54000..54000 seconds (seed 001)",
-    "time.format": "{where} {value} is neither epoch seconds/milliseconds nor ISO 8601 (seed 001)",
+    "time.format": "{where} {value} is neither an epoch time (seconds, milliseconds or "
+    "microseconds) nor ISO 8601 (Data API overview)",
+    "time.range": "{where} {value} is {what}",
+    "time.no_zone": "{where} {value} is ISO 8601 without a zone offset, but current_time is UTC "
+    "(Data API overview): add the offset, send a local time as user_time, or set "
+    "validation.local_timezone for Avro local-timestamp values",
+    "customer_id.control_character": "customer_id {value} contains the control character {what}",
+    "device_id.control_character": "{where} {value} contains the control character {what}",
+    "action.control_character": "{where}.action {value} contains the control character {what}",
+    "attribute.control_character": "{where} key {value} contains the control character {what}",
+    "element.invalid": "{where} could not be checked: {what}",
 }
 RULES: Final = frozenset(_MESSAGES)
 
@@ -99,55 +124,93 @@ def _short(value: object) -> str:
     if isinstance(value, str):
         s = value if len(value) <= _MAX_SHOWN else value[: _MAX_SHOWN - 3] + "..."
         return repr(s)
-    r = repr(value)
+    if isinstance(value, int) and not -(10**_MAX_SHOWN) < value < 10**_MAX_SHOWN:
+        return f"<int of {value.bit_length()} bits>"  # repr() refuses ints past 4,300 digits
+    try:
+        r = repr(value)
+    except Exception:  # noqa: BLE001 -- user objects: a message must never fail
+        return f"<{type(value).__name__}>"
     return r if len(r) <= _MAX_SHOWN else r[: _MAX_SHOWN - 3] + "..."
 
 
 def _epoch(n: int) -> int:
+    if n >= _US_THRESHOLD:
+        return n // 1_000_000
     return n // 1000 if n >= _MS_THRESHOLD else n
 
 
-def _time_or_none(value: object) -> int | str | None:
-    """The normalised time, or None when ``value`` is not a time MoEngage accepts."""
+def _parse_time(value: object) -> tuple[int | str, datetime | None] | None:
+    """``(the normalised time, its ISO 8601 datetime or None for an epoch)``, or None when
+    ``value`` is not a time MoEngage accepts."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return _epoch(value)
+        return _epoch(value), None
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
-        return math.floor(value / 1000 if value >= _MS_THRESHOLD else value)
+        if value >= _US_THRESHOLD:
+            value /= 1_000_000
+        elif value >= _MS_THRESHOLD:
+            value /= 1000
+        return math.floor(value), None
     if isinstance(value, str):
         stripped = value.strip()
         # A number never holds ':' (ISO 8601 times do): skip the float() that would raise.
         if stripped.isascii() and ":" not in stripped:
             if stripped.isdigit():
-                return _epoch(int(stripped))
+                if len(stripped) > _MAX_EPOCH_DIGITS:
+                    return None
+                return _epoch(int(stripped)), None
             if "_" not in stripped:
                 try:
                     number = float(stripped)
                 except ValueError:
                     pass
                 else:
-                    return _time_or_none(number)
+                    return _parse_time(number)
         try:
-            datetime.fromisoformat(value)
+            parsed = datetime.fromisoformat(value)
         except ValueError:
             return None
-        return value
+        return value, parsed
     return None
+
+
+def _time_or_none(value: object) -> int | str | None:
+    """The normalised time, or None when ``value`` is not a time MoEngage accepts."""
+    parsed = _parse_time(value)
+    return None if parsed is None else parsed[0]
 
 
 def normalise_time(value: object) -> int | str:
     """Normalise an event time: epoch seconds as ``int``, or an ISO 8601 string unchanged.
 
-    Numbers and numeric strings are epoch times; values >= 1e11 are milliseconds (the seed 000
-    samples send those) and become whole seconds, rounded down. Booleans are not numbers.
+    Numbers and numeric strings are epoch times read by magnitude: below 1e11 seconds, from 1e11
+    milliseconds (the seed 000 samples send those), from 1e14 microseconds; they become whole
+    seconds, rounded down. Booleans are not numbers; digit strings longer than 30 are no time.
+    The event-time window is the validator's business, not this function's.
     """
     result = _time_or_none(value)
     if result is None:
         raise _fail("time.format", "", "time", value)
     return result
+
+
+def _describe_seconds(seconds: float) -> str:
+    """An epoch in seconds as ISO 8601 UTC when a datetime can hold it, else as a number."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):
+        return "before the year 1" if seconds < 0 else "after the year 9999"
+
+
+def _control_character(text: str) -> str | None:
+    """The first control character in ``text`` as ``U+XXXX``, or None (fast for printable text)."""
+    if text.isprintable():
+        return None
+    found = _CONTROL.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
 
 
 def customer_key(element: Element, identifier_keys: frozenset[str] = frozenset()) -> str:
@@ -213,7 +276,11 @@ class ElementValidator:
     """
 
     def __init__(
-        self, settings: ValidationSettings, identifier_keys: frozenset[str] = frozenset()
+        self,
+        settings: ValidationSettings,
+        identifier_keys: frozenset[str] = frozenset(),
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         allowed = frozenset(settings.allowed_reserved_attributes)
         extra = {s.strip().lower() for s in settings.extra_disallowed_customer_ids}
@@ -224,6 +291,9 @@ class ElementValidator:
         self._reserved_event = RESERVED_EVENT_ATTRIBUTES - allowed
         self.identifier_keys = frozenset(identifier_keys)
         self._user_moe_exempt = MOE_PREFIX_EXEMPT | self.identifier_keys
+        self._clock = clock
+        self._earliest = settings.event_time_earliest.timestamp()
+        self._max_future = settings.event_time_max_future_seconds
         self._checks: dict[str, Callable[[Element], None]] = {
             "customer": self._customer,
             "device": self._device,
@@ -238,8 +308,14 @@ class ElementValidator:
         check = self._checks.get(kind) if isinstance(kind, str) else None
         if check is None:
             raise _fail("element.type", "", value=kind)
-        _drop_nones(element)
-        check(element)
+        try:
+            _drop_nones(element)
+            check(element)
+        except ValidationError:
+            raise
+        except Exception as e:  # e.g. a value whose comparison raises: still only this record
+            what = f"{type(e).__name__}: {_short(str(e))}"
+            raise _fail("element.invalid", str(kind), "element", what=what) from e
         return element
 
     def customer_key(self, element: Element) -> str:
@@ -329,6 +405,9 @@ class ElementValidator:
             raise _fail("action.reserved", "event", where, name)
         if name.startswith(_MOE_PREFIXES):
             raise _fail("action.moe_prefix", "event", where, name)
+        bad = _control_character(name)
+        if bad is not None:
+            raise _fail("action.control_character", "event", where, name, bad)
         attrs = a.get("attributes")
         if attrs is not None:
             if not isinstance(attrs, dict):
@@ -336,10 +415,47 @@ class ElementValidator:
             where_attrs = f"{where}.attributes"
             _check_keys("event", where_attrs, attrs, self._reserved_event, MOE_PREFIX_EXEMPT)
         _action_fields(where, a)
+        for key in ("current_time", "user_time"):
+            if key in a:
+                self._event_time(f"{where}.{key}", key, a)
+
+    def _event_time(self, where: str, key: str, action: dict[str, Any]) -> None:
+        """Normalise one event time in place and check it lies inside the window."""
+        value = action[key]
+        parsed = _parse_time(value)
+        if parsed is None:
+            raise _fail("time.format", "event", where, value)
+        result, moment = parsed
+        if moment is None:
+            seconds: float = result if isinstance(result, int) else math.inf  # ints compare exactly
+        else:
+            if moment.tzinfo is None:
+                if key == "current_time":
+                    raise _fail("time.no_zone", "event", where, value)
+                moment = moment.replace(tzinfo=UTC)  # a local time: the window is a day wide
+            try:
+                seconds = moment.timestamp()
+            except (OverflowError, ValueError):  # year 1 or 9999 moved across a zone offset
+                seconds = math.inf
+        latest = self._clock() + self._max_future
+        if not self._earliest <= seconds <= latest:
+            shown = f"read as {_describe_seconds(seconds)}, " if moment is None else ""
+            earliest = _describe_seconds(self._earliest)
+            what = (
+                f"{shown}outside the accepted event times {earliest} .. now + "
+                f"{self._max_future} s (validation.event_time_earliest, "
+                "validation.event_time_max_future_seconds)"
+            )
+            raise _fail("time.range", "event", where, value, what)
+        if result is not value:
+            action[key] = result
 
     def _customer_id(self, kind: str, cid: object) -> None:
         if not isinstance(cid, str):
             raise _fail("customer_id.type", kind, what=type(cid).__name__)
+        bad = _control_character(cid)
+        if bad is not None:
+            raise _fail("customer_id.control_character", kind, value=cid, what=bad)
         stripped = cid.strip()
         if stripped.lower() in self._disallowed:
             raise _fail("customer_id.disallowed", kind, value=cid)
@@ -368,14 +484,19 @@ def _check_keys(
         for k in attrs:
             if not isinstance(k, str):
                 raise _fail("attribute.key_type", kind, where, k)
-        return
-    try:
+    else:
+        try:
+            for k in attrs:
+                if k.startswith(_MOE_PREFIXES) and k not in moe_exempt:
+                    raise _fail("attribute.moe_prefix", kind, where, k)
+        except (AttributeError, TypeError):  # a key without str.startswith, or bytes
+            bad = next(k for k in attrs if not isinstance(k, str))
+            raise _fail("attribute.key_type", kind, where, bad) from None
+    if attrs and not "".join(attrs).isprintable():  # keys are all strings by now
         for k in attrs:
-            if k.startswith(_MOE_PREFIXES) and k not in moe_exempt:
-                raise _fail("attribute.moe_prefix", kind, where, k)
-    except (AttributeError, TypeError):  # a key without str.startswith, or bytes
-        bad = next(k for k in attrs if not isinstance(k, str))
-        raise _fail("attribute.key_type", kind, where, bad) from None
+            char = _control_character(k)
+            if char is not None:
+                raise _fail("attribute.control_character", kind, where, k, char)
 
 
 def _check_platforms(platforms: object) -> None:
@@ -406,6 +527,10 @@ def _check_device_id(kind: str, el: Element) -> None:
     device_id = el.get("device_id")
     if device_id is not None and (not isinstance(device_id, str) or not device_id):
         raise _fail("field.type", kind, "device_id", device_id, "a non-empty string")
+    if device_id is not None:
+        bad = _control_character(device_id)
+        if bad is not None:
+            raise _fail("device_id.control_character", kind, "device_id", device_id, bad)
 
 
 def _action_fields(where: str, a: dict[str, Any]) -> None:
@@ -435,14 +560,6 @@ def _action_fields(where: str, a: dict[str, Any]) -> None:
             raise _fail("user_timezone_offset.range", "event", where, n)
         if n is not offset:
             a["user_timezone_offset"] = n
-    for key in ("current_time", "user_time"):
-        if key in a:
-            value = a[key]
-            result = _time_or_none(value)
-            if result is None:
-                raise _fail("time.format", "event", f"{where}.{key}", value)
-            if result is not value:
-                a[key] = result
 
 
 def _integral(value: object) -> int | None:

@@ -12,6 +12,12 @@ a registry that cannot be reached raises ``SchemaRegistryError``, which is retri
 nothing about the record. Avro logical types are rewritten into the forms MoEngage expects (ISO
 8601 UTC strings, plain numbers), but only for schemas that contain them: that walk is skipped on
 the hot path for every other schema.
+
+What no record can do: leave bytes after its Avro datum (``decode.trailing_bytes``), nest deeper
+than ``MAX_DEPTH`` records, arrays and maps (``decode.too_deep``: fastavro reads recursively in C,
+so a recursive schema's values are measured first by a bounded, iterative pre-scan), or carry a
+decimal JSON cannot hold exactly (``decode.decimal_inexact``). Anything else fastavro raises on
+a body is ``decode.avro``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import base64
 import contextlib
 import importlib
 import json
+import math
 import struct
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -28,6 +35,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import orjson
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -55,10 +63,22 @@ from connector.errors import (
 _HEADER = struct.Struct(">BI")  # Confluent framing: magic byte, schema id
 _MAGIC = 0
 
-# What fastavro raises on truncated or corrupt bodies (found by fuzzing the shipped schemas):
-# UnicodeDecodeError is a ValueError; OverflowError comes from out-of-range timestamps and dates.
-_AVRO_ERRORS = (EOFError, ValueError, IndexError, KeyError, OverflowError, struct.error)
-_SCHEMA_ERRORS = (SchemaParseException, UnknownType, SchemaRepositoryError, ValueError, KeyError)
+_SCHEMA_ERRORS = (
+    SchemaParseException,
+    UnknownType,
+    SchemaRepositoryError,
+    ValueError,
+    KeyError,
+    RecursionError,  # a schema nested past Python's recursion limit
+)
+
+# Records, arrays and maps nested inside one another: the most a value may hold. fastavro reads
+# recursively in C; a recursive schema's value 5,000 records deep exhausted the C stack (SIGSEGV).
+MAX_DEPTH = 64
+# What JSON carries exactly: integers orjson writes.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_NAMED_KINDS = frozenset({"record", "error", "enum", "fixed"})
 
 
 class Decoder(Protocol):
@@ -145,6 +165,7 @@ class _Plan:
     convert: bool
     fields: tuple[str, ...] | None
     stamps: tuple[tuple[str, int], ...] = ()
+    named: dict[str, Any] | None = None  # set when values must be pre-scanned for their depth
 
 
 _UNITS_PER_SECOND = {"timestamp-millis": 1000, "timestamp-micros": 1_000_000}
@@ -240,14 +261,168 @@ def _without_uuid(schema: Any) -> Any:
 
 
 def _plan(schema: Any) -> _Plan:
-    """Walk the schema once so decoding knows whether (and where) to rewrite values."""
+    """Walk the schema once so decoding knows whether (and where) to rewrite values, and whether
+    its values can nest deeper than ``MAX_DEPTH`` (a recursive schema) and need the pre-scan."""
     schema, stamps = _with_plain_timestamps(_without_uuid(schema))
+    definitions = _named_types(schema)
+    deep = _depth(schema, definitions, set(), {}) > MAX_DEPTH
+    scan = definitions if deep else None
     named: dict[str, bool] = {}
     convert = _needs_conversion(schema, named)
     if convert and isinstance(schema, dict) and schema.get("type") == "record":
         fields = tuple(f["name"] for f in schema["fields"] if _needs_conversion(f["type"], named))
-        return _Plan(schema, convert, fields, stamps)
-    return _Plan(schema, convert, None, stamps)
+        return _Plan(schema, convert, fields, stamps, scan)
+    return _Plan(schema, convert, None, stamps, scan)
+
+
+def _named_types(schema: Any) -> dict[str, Any]:
+    """Every named type defined in a parsed schema, by full name (iterative)."""
+    found: dict[str, Any] = {}
+    stack = [schema]
+    while stack:
+        s = stack.pop()
+        if isinstance(s, list):
+            stack.extend(s)
+        elif isinstance(s, dict):
+            if s.get("type") in _NAMED_KINDS and isinstance(s.get("name"), str):
+                found.setdefault(s["name"], s)
+            stack.extend(s[k] for k in ("type", "items", "values") if k in s)
+            stack.extend(f.get("type") for f in s.get("fields", ()) if isinstance(f, dict))
+    return found
+
+
+def _depth(s: Any, named: dict[str, Any], open_: set[str], memo: dict[str, int]) -> int:
+    """How deep records, arrays and maps of ``s`` nest; ``MAX_DEPTH + 1`` once it is more, or
+    when the schema is recursive (a named type used inside itself). Stops at that bound, so
+    Python's own recursion stays shallow."""
+    if isinstance(s, str):
+        if s in _PRIMITIVES:
+            return 0
+        if s in open_:
+            return MAX_DEPTH + 1
+        if s in memo:
+            return memo[s]
+        return _depth(named[s], named, open_, memo) if s in named else 0
+    if isinstance(s, list):
+        return max((_depth(b, named, open_, memo) for b in s), default=0)
+    if not isinstance(s, dict):
+        return 0
+    kind = s.get("type")
+    if isinstance(kind, dict | list):
+        return _depth(kind, named, open_, memo)
+    if kind in ("record", "error"):
+        name = s.get("name", "")
+        open_.add(name)
+        deepest = 0
+        for f in s.get("fields", ()):
+            deepest = max(deepest, _depth(f["type"], named, open_, memo))
+            if deepest >= MAX_DEPTH:
+                break
+        open_.discard(name)
+        memo[name] = 1 + deepest
+        return 1 + deepest
+    if kind == "array":
+        return 1 + _depth(s.get("items"), named, open_, memo)
+    if kind == "map":
+        return 1 + _depth(s.get("values"), named, open_, memo)
+    return 0
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A zig-zag varint (Avro int and long) at ``pos``: ``(value, next position)``."""
+    shift = result = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise DecodeError("Avro body ends inside a number", rule="decode.avro")
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+
+
+_FIXED_SIZES = {"null": 0, "boolean": 1, "float": 4, "double": 8}
+
+
+def _too_deep() -> DecodeError:
+    return DecodeError(
+        f"Avro value nests records, arrays or maps more than {MAX_DEPTH} deep",
+        rule="decode.too_deep",
+    )
+
+
+def _scan_block(
+    data: bytes, pos: int, s: dict[str, Any], stack: list[Any], *, depth: int, left: int
+) -> int:
+    """One step through an array or map: start a block when ``left`` is 0, else queue the next
+    item (and its key) ahead of the rest of the block. Returns the position after what it read."""
+    if left == 0:
+        count, pos = _varint(data, pos)
+        if count == 0:
+            return pos
+        if count < 0:
+            count = -count
+            _, pos = _varint(data, pos)  # the block's size in bytes
+        if count > len(data):
+            raise DecodeError(
+                f"Avro block of {count} items is longer than the record", rule="decode.avro"
+            )
+        left = count
+    stack.append((s, depth, left - 1))
+    if s["type"] == "array":
+        stack.append((s["items"], depth, -1))
+    else:
+        stack.append((s["values"], depth, -1))
+        stack.append(("string", depth, -1))
+    return pos
+
+
+def _scan_depth(data: bytes, pos: int, schema: Any, named: dict[str, Any]) -> None:
+    """Walk one Avro datum without building it, with an explicit stack, and raise
+    ``decode.too_deep`` past ``MAX_DEPTH``: run before fastavro's recursive reader on schemas
+    whose values can nest without bound. Anything malformed is left for fastavro to report."""
+    end = len(data)
+    # (schema, depth, items left in the current array/map block or -1 for "a plain value")
+    stack: list[tuple[Any, int, int]] = [(schema, 0, -1)]
+    while stack:
+        s, depth, left = stack.pop()
+        if left >= 0:  # inside an array or map: s is its schema
+            pos = _scan_block(data, pos, s, stack, depth=depth, left=left)
+            continue
+        while isinstance(s, str) and s not in _PRIMITIVES and s in named:
+            s = named[s]
+        while isinstance(s, dict) and isinstance(s.get("type"), dict | list):
+            s = s["type"]
+        if isinstance(s, list):
+            branch, pos = _varint(data, pos)
+            if not 0 <= branch < len(s):
+                return  # fastavro reports the bad branch
+            stack.append((s[branch], depth, -1))
+            continue
+        kind = s if isinstance(s, str) else s.get("type")
+        if kind in _FIXED_SIZES:
+            pos += _FIXED_SIZES[kind]
+        elif kind in ("int", "long", "enum"):
+            _, pos = _varint(data, pos)
+        elif kind in ("bytes", "string"):
+            size, pos = _varint(data, pos)
+            if size < 0:
+                return
+            pos += size
+        elif kind == "fixed":
+            pos += int(s["size"])
+        elif kind in ("record", "error", "array", "map"):
+            if depth >= MAX_DEPTH:
+                raise _too_deep()
+            if kind in ("array", "map"):
+                stack.append((s, depth + 1, 0))
+            else:
+                stack.extend((f["type"], depth + 1, -1) for f in reversed(s["fields"]))
+        else:
+            return  # an unknown type: fastavro reports it
+        if pos > end:
+            return  # truncated: fastavro reports it
 
 
 def _needs_conversion(schema: Any, named: dict[str, bool]) -> bool:
@@ -284,28 +459,56 @@ def _timespec(microsecond: int) -> str:
     return "milliseconds" if microsecond % 1000 == 0 else "microseconds"
 
 
-def _to_jsonable(value: Any) -> Any:
+def _decimal(value: Decimal) -> int | float:
+    """A decimal as the JSON number of exactly its value: an int when integral (within
+    -2^63..2^64-1), else a float whose shortest text is the decimal itself (``19.99``).
+    Anything else -- more significant digits than a double holds, beyond its range, an integer
+    past 64 bits -- would change on the way: ``decode.decimal_inexact``."""
+    if value.is_finite():
+        if value == value.to_integral_value():
+            if value.adjusted() < 20:  # |value| < 1e20: int() stays small
+                n = int(value)
+                if _INT_MIN <= n <= _INT_MAX:
+                    return n
+        else:
+            f = float(value)
+            if math.isfinite(f) and Decimal(repr(f)) == value:
+                return f
+    shown = str(value) if value.adjusted() < 60 else f"a decimal of about 1e{value.adjusted()}"
+    raise DecodeError(
+        f"decimal {shown} has no exact JSON number (an integer within -2^63..2^64-1 or a "
+        "double that reads back as the same decimal)",
+        rule="decode.decimal_inexact",
+    )
+
+
+def _to_jsonable(value: Any, zone: ZoneInfo | None = None) -> Any:
     """Rewrite fastavro's Python objects into JSON-able values, recursively.
 
     Timestamps become ISO 8601 UTC (``2020-05-31T16:33:35Z``, ``.123Z`` when milliseconds are set),
     dates midnight UTC (the form MoEngage recognises as a date attribute), times ``HH:MM:SS[.fff]``,
-    decimals int or float, UUIDs strings and raw bytes base64.
+    decimals an exact int or float (``_decimal``), UUIDs strings and raw bytes base64. Local
+    timestamps (naive) are converted from ``zone`` to UTC, or without a zone are written as
+    ISO 8601 local time, without ``Z``.
     """
     kind = type(value)
     if kind is dict:
-        return {k: _to_jsonable(v) for k, v in value.items()}
+        return {k: _to_jsonable(v, zone) for k, v in value.items()}
     if kind is list:
-        return [_to_jsonable(v) for v in value]
+        return [_to_jsonable(v, zone) for v in value]
     if kind is datetime:
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
+        if value.tzinfo is None:
+            if zone is None:
+                return value.isoformat(timespec=_timespec(value.microsecond))
+            value = value.replace(tzinfo=zone)
+        value = value.astimezone(UTC).replace(tzinfo=None)
         return value.isoformat(timespec=_timespec(value.microsecond)) + "Z"
     if kind is date:
         return f"{value.isoformat()}T00:00:00Z"
     if kind is time:
         return value.isoformat(timespec=_timespec(value.microsecond))
     if kind is Decimal:
-        return int(value) if value == value.to_integral_value() else float(value)
+        return _decimal(value)
     if kind is UUID:
         return str(value)
     if kind is bytes:
@@ -313,24 +516,46 @@ def _to_jsonable(value: Any) -> Any:
     return value
 
 
-def _read_avro(buf: BytesIO, plan: _Plan) -> Any:
-    """Read one Avro body from ``buf``; trailing bytes are ignored, as fastavro does."""
+def _read_avro(data: bytes, start: int, plan: _Plan, zone: ZoneInfo | None = None) -> Any:
+    """Read the one Avro datum that ``data`` holds from ``start``: bytes after it are bad input
+    (a datum written with another schema, or junk), and so is any error fastavro raises."""
     try:
+        if plan.named is not None:
+            _scan_depth(data, start, plan.schema, plan.named)
+        buf = BytesIO(data)  # shares the bytes object: no copy, unlike slicing off a header
+        buf.seek(start)
         value: Any = schemaless_reader(buf, plan.schema, None)
+        left = len(data) - buf.tell()
         for name, units in plan.stamps:
             stamp = value[name]
             if stamp is not None:
                 value[name] = _iso_utc(stamp, units)
-    except _AVRO_ERRORS as e:
+    except DecodeError:
+        raise
+    except Exception as e:  # fuzzing found EOF, Value, Index, Key, Overflow, struct errors
         raise DecodeError(
-            f"Avro body does not match its schema: {type(e).__name__}: {e}", rule="decode.avro"
+            f"Avro body does not match its schema: {type(e).__name__}: {str(e)[:200]}",
+            rule="decode.avro",
         ) from e
+    if left:
+        raise DecodeError(
+            f"{left} bytes follow the Avro datum: the value holds more than one record of its "
+            "schema (junk, or a record written with a newer schema than the one read with)",
+            rule="decode.trailing_bytes",
+        )
     if not plan.convert:
         return value
-    if plan.fields is None:
-        return _to_jsonable(value)
-    for name in plan.fields:
-        value[name] = _to_jsonable(value[name])
+    try:
+        if plan.fields is None:
+            return _to_jsonable(value, zone)
+        for name in plan.fields:
+            value[name] = _to_jsonable(value[name], zone)
+    except DecodeError:
+        raise
+    except (OverflowError, ValueError) as e:  # a local time moved past year 1 or 9999
+        raise DecodeError(
+            f"Avro value cannot be converted: {type(e).__name__}: {e}", rule="decode.avro"
+        ) from e
     return value
 
 
@@ -345,8 +570,9 @@ class _ConfluentDecoder:
     """Confluent wire format; parsed writer schemas are cached per id, so the registry is asked
     once per id for the life of the decoder."""
 
-    def __init__(self, registry: SchemaSource) -> None:
+    def __init__(self, registry: SchemaSource, zone: ZoneInfo | None = None) -> None:
         self._registry = registry
+        self._zone = zone
         self._plans: dict[int, _Plan] = {}
 
     def __call__(self, value: bytes | None) -> Any:
@@ -366,9 +592,7 @@ class _ConfluentDecoder:
         plan = self._plans.get(schema_id)
         if plan is None:
             plan = self._plans[schema_id] = _plan(self._writer_schema(schema_id))
-        buf = BytesIO(value)  # shares the bytes object: no copy, unlike slicing off the header
-        buf.seek(_HEADER.size)
-        return _read_avro(buf, plan)
+        return _read_avro(value, _HEADER.size, plan, self._zone)
 
     def _writer_schema(self, schema_id: int) -> Any:
         try:
@@ -383,21 +607,29 @@ class _ConfluentDecoder:
 class _RawAvroDecoder:
     """Schemaless Avro read with one local schema."""
 
-    def __init__(self, schema: Any) -> None:
+    def __init__(self, schema: Any, zone: ZoneInfo | None = None) -> None:
         self._plan = _plan(schema)
+        self._zone = zone
 
     def __call__(self, value: bytes | None) -> Any:
         if value is None:
             raise _tombstone()
-        return _read_avro(BytesIO(value), self._plan)
+        return _read_avro(value, 0, self._plan, self._zone)
 
 
 def _decode_json(value: bytes | None) -> Any:
+    """A JSON document. orjson refuses NaN, Infinity and numbers beyond a double's range, and
+    documents nested past 1,024 levels (``decode.too_deep``)."""
     if value is None:
         raise _tombstone()
     try:
         return orjson.loads(value)
     except orjson.JSONDecodeError as e:
+        if "depth limit" in str(e) or "recursion" in str(e):
+            raise DecodeError(
+                f"JSON value nests deeper than orjson's limit of 1,024 levels: {e}",
+                rule="decode.too_deep",
+            ) from None
         raise DecodeError(f"value is not valid JSON: {e}", rule="decode.json") from None
 
 
@@ -413,19 +645,21 @@ def make_decoder(
     ``registry`` is needed for ``confluent`` topics (usually a ``SchemaLookup``); ``key_path``
     names the topic's schema setting in errors, by default ``topics[<index>].schema``.
     """
+    zone_name = settings.validation.local_timezone
+    zone = ZoneInfo(zone_name) if zone_name is not None else None
     if topic.format == "json":
         return _decode_json
     if topic.format == "confluent":
         if registry is None:
             raise ConfigError([("schema_registry.url", f"topic {topic.name!r} needs a registry")])
-        return _ConfluentDecoder(registry)
+        return _ConfluentDecoder(registry, zone)
     if key_path is None:
         index = next((i for i, t in enumerate(settings.topics) if t.name == topic.name), 0)
         key_path = f"topics[{index}].schema"
     path = settings.schema_path(topic)
     if path is None:
         raise ConfigError([(key_path, "format 'avro' needs the path of an .avsc file")])
-    return _RawAvroDecoder(load_schema_file(path, key_path=key_path))
+    return _RawAvroDecoder(load_schema_file(path, key_path=key_path), zone)
 
 
 # ----- Schema Registry -------------------------------------------------------------------------

@@ -1,12 +1,15 @@
 """Bodies are exact: their size is tracked, never over the limit, and split in order."""
 
 import itertools
+import math
 import tracemalloc
+from decimal import Decimal
 
 import orjson
 import pytest
 
 from connector.batching import ENVELOPE_BYTES, Batch, Batcher, Cost, ElementTooLarge, encode
+from connector.errors import ValidationError
 from connector.offsets import OffsetLedger, Slot
 
 
@@ -268,3 +271,58 @@ def test_encoded_elements_hold_only_their_own_bytes() -> None:
         tracemalloc.stop()
     # ~260 bytes of JSON each (orjson's own buffer would keep 4 KiB apiece, 800 KiB in all)
     assert held < 200 * 600, f"{held / len(kept):.0f} bytes held per element"
+
+
+# ----- values JSON cannot carry (issue 11) -------------------------------------------------------
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def _with_attribute(value: object) -> dict[str, object]:
+    action = {"action": "Bought", "attributes": {"v": value}}
+    return {"type": "event", "customer_id": "john", "actions": [action]}
+
+
+@pytest.mark.parametrize(
+    ("value", "rule", "named"),
+    [
+        (Decimal("1.5"), "element.unencodable", "decimal.Decimal"),
+        (b"\x00\x01", "element.unencodable", "bytes"),
+        ({1, 2}, "element.unencodable", "set"),
+        ("caf\udce9", "element.unencodable", "lone surrogate"),
+        ({1: "one"}, "element.unencodable", "key of type int"),
+        ({"\ud800": 1}, "element.unencodable", "lone surrogate"),
+        (2**64, "element.unencodable", "2^64"),
+        (-(2**63) - 1, "element.unencodable", "2^63"),
+        (_nested(300), "element.unencodable", "nested deeper than 254"),
+        (math.nan, "value.non_finite", "NaN"),
+        (math.inf, "value.non_finite", "Infinity"),
+        ([1.0, -math.inf], "value.non_finite", "-Infinity"),
+    ],
+    ids=[
+        "Decimal", "bytes", "set", "surrogate", "int-key", "surrogate-key", "2^64", "-2^63-1",
+        "nested-300", "nan", "inf", "-inf-in-list",
+    ],
+)  # fmt: skip
+def test_values_json_cannot_carry_are_bad_input(value: object, rule: str, named: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        encode(_with_attribute(value))
+    assert (info.value.stage, info.value.rule) == ("validate", rule)
+    assert "actions[0].attributes.v" in info.value.message
+    assert named in info.value.message
+
+
+@pytest.mark.parametrize("value", [2**64 - 1, -(2**63), 1e308, None, _nested(250), "café"])
+def test_values_at_the_edges_of_json_encode(value: object) -> None:
+    assert orjson.loads(encode(_with_attribute(value))) == _with_attribute(value)
+
+
+def test_nesting_of_any_depth_is_reported_without_recursion() -> None:
+    with pytest.raises(ValidationError) as info:
+        encode(_with_attribute(_nested(100_000)))
+    assert info.value.rule == "element.unencodable"

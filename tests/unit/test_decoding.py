@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import socket
 import uuid
@@ -19,8 +20,15 @@ from confluent_kafka.schema_registry import Schema, SchemaReference
 from confluent_kafka.schema_registry.error import SchemaRegistryError as ClientRegistryError
 from fastavro import parse_schema
 
+from connector.batching import encode
 from connector.config import Settings, parse_settings
-from connector.errors import ConfigError, DecodeError, SchemaRegistryAuthError, SchemaRegistryError
+from connector.errors import (
+    ConfigError,
+    DecodeError,
+    SchemaRegistryAuthError,
+    SchemaRegistryError,
+    ValidationError,
+)
 from connector.source import decoding
 from connector.source.decoding import (
     SchemaLookup,
@@ -150,13 +158,16 @@ def test_random_garbage_raises_only_decode_errors(name: str) -> None:
             decode(garbage)
         except DecodeError as e:  # anything else escapes and fails the test
             rules[e.rule] += 1
-    assert list(rules) == ["decode.avro"]
+    assert set(rules) <= {"decode.avro", "decode.trailing_bytes", "decode.decimal_inexact"}
     assert rules["decode.avro"] > 2000
 
 
-def test_trailing_bytes_after_the_record_are_ignored() -> None:
+def test_trailing_bytes_after_the_record_are_bad_input() -> None:
     value = encode_confluent(7, schema("device"), DEVICE) + b"\x00\x01junk"
-    assert confluent_decoder(FakeLookup({7: schema("device")}))(value) == DEVICE
+    with pytest.raises(DecodeError) as info:
+        confluent_decoder(FakeLookup({7: schema("device")}))(value)
+    assert (info.value.stage, info.value.rule) == ("decode", "decode.trailing_bytes")
+    assert "6 bytes follow" in info.value.message
 
 
 def test_registry_is_asked_once_per_schema_id() -> None:
@@ -295,11 +306,11 @@ T = datetime(2020, 5, 31, 16, 33, 35, tzinfo=UTC)
         (TS_MILLIS, datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC), "1969-12-31T23:59:59Z"),
         (TS_MICROS, T.replace(microsecond=123456), "2020-05-31T16:33:35.123456Z"),
         (TS_MICROS, T, "2020-05-31T16:33:35Z"),
-        (logical("long", "local-timestamp-millis"), T.replace(tzinfo=None), "2020-05-31T16:33:35Z"),
+        (logical("long", "local-timestamp-millis"), T.replace(tzinfo=None), "2020-05-31T16:33:35"),
         (
             logical("long", "local-timestamp-micros"),
             datetime(2021, 1, 2, 3, 4, 5, 6000),
-            "2021-01-02T03:04:05.006Z",
+            "2021-01-02T03:04:05.006",
         ),
         (logical("int", "date"), date(2019, 5, 21), "2019-05-21T00:00:00Z"),
         (logical("int", "time-millis"), time(9, 30, 15), "09:30:15"),
@@ -334,7 +345,7 @@ def test_schema_without_logical_types_skips_the_conversion_walk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[Any] = []
-    monkeypatch.setattr(decoding, "_to_jsonable", lambda v: calls.append(v) or v)
+    monkeypatch.setattr(decoding, "_to_jsonable", lambda v, *_: calls.append(v) or v)
     decoder = raw_decoder("device")
     for _ in range(10):
         decoder(encode_raw(schema("device"), DEVICE))
@@ -345,7 +356,7 @@ def test_schema_with_logical_types_converts_only_the_fields_that_hold_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[Any] = []
-    monkeypatch.setattr(decoding, "_to_jsonable", lambda v: calls.append(v) or v)
+    monkeypatch.setattr(decoding, "_to_jsonable", lambda v, *_: calls.append(v) or v)
     decoded = raw_decoder("user")(encode_raw(schema("user"), USER))
     # Only the fields with a date or a decimal go through the converter; the top-level timestamp
     # is formatted from its integer (below).
@@ -357,7 +368,7 @@ def test_top_level_timestamps_are_formatted_without_the_generic_converter(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[Any] = []
-    monkeypatch.setattr(decoding, "_to_jsonable", lambda v: calls.append(v) or v)
+    monkeypatch.setattr(decoding, "_to_jsonable", lambda v, *_: calls.append(v) or v)
     decoded = raw_decoder("event")(encode_raw(schema("event"), EVENT))
     # uuid strings are read as plain strings (no UUID object to convert back), and the
     # timestamp is read as its integer and formatted directly: nothing to convert.
@@ -564,3 +575,187 @@ def test_unreachable_registry_is_a_retriable_schema_registry_error() -> None:
     assert info.value.retriable
     assert f"127.0.0.1:{port}" in str(info.value)
     assert "hunter22" not in str(info.value)
+
+
+# ----- no record crashes the decoder or changes its values silently (issue 11) ------------------
+
+NODE = {
+    "type": "record",
+    "name": "Node",
+    "fields": [{"name": "v", "type": "long"}, {"name": "next", "type": ["null", "Node"]}],
+}
+TREE = {
+    "type": "record",
+    "name": "Tree",
+    "fields": [
+        {"name": "label", "type": "string"},
+        {"name": "children", "type": {"type": "array", "items": "Tree"}},
+        {"name": "tags", "type": {"type": "map", "values": ["null", "Tree"]}},
+    ],
+}
+
+
+def chain(depth: int) -> bytes:
+    """A Node list ``depth`` records deep, built by hand (fastavro's writer recurses too):
+    each record is v=0 then union branch 1 (another Node); the last takes branch 0 (null)."""
+    return b"\x00\x02" * (depth - 1) + b"\x00\x00"
+
+
+def decode_error(decode: decoding.Decoder, value: bytes) -> DecodeError:
+    with pytest.raises(DecodeError) as info:
+        decode(value)
+    return info.value
+
+
+def test_raw_avro_with_junk_after_the_record_is_bad_input() -> None:
+    error = decode_error(raw_decoder("device"), encode_raw(schema("device"), DEVICE) + b"\x00")
+    assert (error.stage, error.rule) == ("decode", "decode.trailing_bytes")
+
+
+def test_raw_avro_written_with_an_appended_field_is_bad_input_not_a_dropped_field() -> None:
+    writer = json.loads((SCHEMAS / "device.avsc").read_text())
+    writer["fields"].append({"name": "extra", "type": "string", "default": ""})
+    value = encode_raw(parse_schema(writer), {**DEVICE, "extra": "kept?"})
+    error = decode_error(raw_decoder("device"), value)
+    assert (error.stage, error.rule) == ("decode", "decode.trailing_bytes")
+
+
+@pytest.mark.parametrize("depth", [1, 2, decoding.MAX_DEPTH])
+def test_recursive_records_up_to_the_depth_limit_decode(depth: int) -> None:
+    out = decoding._RawAvroDecoder(parse_schema(NODE))(chain(depth))
+    for _ in range(depth - 1):
+        out = out["next"]
+    assert out == {"v": 0, "next": None}
+
+
+@pytest.mark.parametrize("depth", [decoding.MAX_DEPTH + 1, 5000, 200_000])
+def test_recursive_records_past_the_depth_limit_are_bad_input(depth: int) -> None:
+    """200,000 records deep would take fastavro's C reader far past the C stack (SIGSEGV); the
+    pre-scan refuses it before fastavro starts (tests/integration/test_decoding_depth.py runs
+    5,000 in a subprocess against the real reader)."""
+    error = decode_error(decoding._RawAvroDecoder(parse_schema(NODE)), chain(depth))
+    assert (error.stage, error.rule) == ("decode", "decode.too_deep")
+    assert str(decoding.MAX_DEPTH) in error.message
+
+
+def test_recursive_schema_through_arrays_and_maps_is_bounded_too() -> None:
+    parsed = parse_schema(TREE)
+    leaf: dict[str, Any] = {"label": "leaf", "children": [], "tags": {"x": None}}
+    shallow = {"label": "root", "children": [leaf, leaf], "tags": {"a": leaf, "b": None}}
+    decode = decoding._RawAvroDecoder(parsed)
+    assert decode(encode_raw(parsed, shallow)) == shallow
+    deep: dict[str, Any] = leaf
+    for _ in range(decoding.MAX_DEPTH):  # each level: the record and its children array
+        deep = {"label": "n", "children": [deep], "tags": {}}
+    assert decode_error(decode, encode_raw(parsed, deep)).rule == "decode.too_deep"
+
+
+def test_non_recursive_schemas_are_not_pre_scanned(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+    monkeypatch.setattr(decoding, "_scan_depth", lambda *a: calls.append(a))
+    for name in ("user", "event", "device"):
+        raw_decoder(name)(
+            encode_raw(schema(name), {"user": USER, "event": EVENT}.get(name, DEVICE))
+        )
+    assert calls == []
+
+
+def test_json_nested_past_orjsons_limit_is_bad_input() -> None:
+    s = settings({"name": "t", "format": "json"})
+    error = decode_error(make_decoder(s.topics[0], s, None), b"[" * 2000 + b"]" * 2000)
+    assert (error.stage, error.rule) == ("decode", "decode.too_deep")
+
+
+BIG_DECIMAL = logical("bytes", "decimal", precision=400, scale=2)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        Decimal(2**64),  # integral but past what orjson writes
+        Decimal(-(2**63) - 1),
+        Decimal("12345678901234567.89"),  # more digits than a double holds
+        Decimal("0.10000000000000000001"),
+        Decimal("1" + "0" * 330 + ".25"),  # beyond a double's range: was inf, then null
+    ],
+    ids=["2^64", "-2^63-1", "19-digits", "tiny-difference", "beyond-double"],
+)
+def test_decimals_without_an_exact_json_number_are_bad_input(value: Decimal) -> None:
+    scale = max(0, -int(value.as_tuple().exponent))
+    field_type = logical("bytes", "decimal", precision=400, scale=scale)
+    parsed = parse_schema(
+        {"type": "record", "name": "R", "fields": [{"name": "v", "type": field_type}]}
+    )
+    error = decode_error(decoding._RawAvroDecoder(parsed), encode_raw(parsed, {"v": value}))
+    assert (error.stage, error.rule) == ("decode", "decode.decimal_inexact")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (Decimal("19.99"), 19.99),
+        (Decimal("-0.10"), -0.1),
+        (Decimal(2**64 - 1), 2**64 - 1),
+        (Decimal(-(2**63)), -(2**63)),
+        (Decimal("1E+2"), 100),
+        (Decimal("123456789012345.67"), 123456789012345.67),
+    ],
+)
+def test_decimals_become_the_exact_json_number(value: Decimal, expected: float) -> None:
+    out = one_field(BIG_DECIMAL, value)
+    assert out == expected
+    assert type(out) is type(expected)
+    assert Decimal(orjson.dumps(out).decode()) == value
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_doubles_are_bad_input_not_null(value: float) -> None:
+    record = one_field("double", value)
+    element = {"type": "customer", "customer_id": "john", "attributes": {"score": record}}
+    with pytest.raises(ValidationError) as info:
+        encode(element)
+    assert (info.value.stage, info.value.rule) == ("validate", "value.non_finite")
+    assert "attributes.score" in info.value.message
+
+
+LOCAL_MILLIS = logical("long", "local-timestamp-millis")
+
+
+def test_local_timestamps_are_sent_without_a_zone_by_default() -> None:
+    assert one_field(LOCAL_MILLIS, datetime(2020, 5, 31, 16, 33, 35)) == "2020-05-31T16:33:35"
+
+
+def test_local_timestamps_are_converted_to_utc_with_the_configured_zone(tmp_path: Path) -> None:
+    record_schema = {"type": "record", "name": "R", "fields": [{"name": "v", "type": LOCAL_MILLIS}]}
+    (tmp_path / "r.avsc").write_text(json.dumps(record_schema))
+    raw = {
+        "moengage": {"data_center": "01"},
+        "kafka": {"bootstrap.servers": "127.0.0.1:9092", "group.id": "g"},
+        "validation": {"local_timezone": "Europe/Berlin"},
+        "topics": [
+            {
+                "name": "t",
+                "format": "avro",
+                "schema": "r.avsc",
+                "transform": {"entry_point": "passthrough"},
+            }
+        ],
+    }
+    s = parse_settings(raw, base_dir=tmp_path, environ={})
+    value = encode_raw(parse_schema(record_schema), {"v": datetime(2020, 5, 31, 16, 33, 35)})
+    assert make_decoder(s.topics[0], s, None)(value) == {"v": "2020-05-31T14:33:35Z"}  # CEST
+
+
+def test_unknown_local_timezone_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(
+            {
+                "moengage": {"data_center": "01"},
+                "kafka": {"bootstrap.servers": "127.0.0.1:9092", "group.id": "g"},
+                "validation": {"local_timezone": "Mars/Olympus_Mons"},
+                "topics": [{"name": "t", "format": "json", "transform": {"entry_point": "x"}}],
+            },
+            base_dir=REPO,
+            environ={},
+        )
+    assert "validation.local_timezone" in str(info.value)

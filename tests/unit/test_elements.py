@@ -545,3 +545,147 @@ def test_customer_and_event_of_the_same_identifiers_share_a_key() -> None:
 def test_customer_key_without_configured_keys_uses_moe_attributes() -> None:
     el = {"type": "customer", "attributes": {"moe_mobile": "+91", "moe_unsubscribe": True}}
     assert customer_key(el) == "moe_mobile=+91"
+
+
+# ----- event-time window, epoch magnitudes, zones (issue 11) -----------------------------------
+
+NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def clocked(**settings: Any) -> ElementValidator:
+    return ElementValidator(ValidationSettings(**settings), clock=lambda: NOW)
+
+
+def time_error(key: str, value: Any, v: ElementValidator | None = None) -> ValidationError:
+    with pytest.raises(ValidationError) as info:
+        (v or clocked()).validate(event(**{key: value}))
+    return info.value
+
+
+@pytest.mark.parametrize("key", ["current_time", "user_time"])
+@pytest.mark.parametrize(
+    "given",
+    [
+        -1,
+        0,
+        "0",
+        946_684_799,  # 1999-12-31T23:59:59Z
+        "9999-12-31T00:00:00Z",
+        int(NOW) + 86_400 + 1,
+        "2026-01-03T00:00:00+00:00",
+        1_767_000_000_000_000_000,  # nanoseconds: read as microseconds, year 57970
+        pytest.param(10**5000, id="int-of-5000-digits"),
+    ],
+)
+def test_event_times_outside_the_window_are_bad_input(key: str, given: Any) -> None:
+    error = time_error(key, given)
+    assert (error.stage, error.rule) == ("validate", "time.range")
+    assert "validation.event_time_earliest" in error.message
+
+
+@pytest.mark.parametrize(
+    "given", [946_684_800, int(NOW) + 86_400, "2000-01-01T00:00:00Z", "2026-01-01T23:00:00+01:00"]
+)
+def test_event_times_at_the_edges_of_the_window_pass(given: Any) -> None:
+    clocked().validate(event(current_time=given))
+
+
+def test_event_time_window_is_configurable() -> None:
+    v = clocked(event_time_earliest="1970-01-01T00:00:00Z", event_time_max_future_seconds=0)
+    el = event(current_time=0)
+    v.validate(el)
+    assert el["actions"][0]["current_time"] == 0
+    assert time_error("current_time", int(NOW) + 1, v).rule == "time.range"
+
+
+@pytest.mark.parametrize("key", ["current_time", "user_time"])
+def test_a_time_string_of_thousands_of_digits_is_bad_input(key: str) -> None:
+    error = time_error(key, "1" * 5000)
+    assert (error.stage, error.rule) == ("validate", "time.format")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (1_767_000_000, 1_767_000_000),  # seconds: below 1e11
+        (99_999_999_999, 99_999_999_999),
+        (1_767_000_000_123, 1_767_000_000),  # milliseconds: from 1e11
+        (99_999_999_999_999, 99_999_999_999),
+        (1.767e15, 1_767_000_000),  # microseconds: from 1e14
+        (1_767_000_000_123_456, 1_767_000_000),
+        ("1767000000123456", 1_767_000_000),
+        (100_000_000_000_000, 100_000_000),
+    ],
+)
+def test_epochs_are_read_by_magnitude(given: Any, expected: int) -> None:
+    assert normalise_time(given) == expected
+
+
+def test_a_microsecond_epoch_is_sent_in_seconds() -> None:
+    el = event(current_time=1.767e15)
+    clocked().validate(el)
+    assert el["actions"][0]["current_time"] == 1_767_000_000
+
+
+def test_current_time_without_a_zone_is_bad_input() -> None:
+    error = time_error("current_time", "2025-06-01T12:00:00")
+    assert (error.stage, error.rule) == ("validate", "time.no_zone")
+    assert "user_time" in error.message
+
+
+def test_user_time_is_a_local_time_and_may_have_no_zone() -> None:
+    el = event(user_time="2025-06-01T12:00:00")
+    clocked().validate(el)
+    assert el["actions"][0]["user_time"] == "2025-06-01T12:00:00"
+
+
+# ----- control characters in ids and names -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("element", "rule"),
+    [
+        ({"type": "customer", "customer_id": "\x00\x00"}, "customer_id.control_character"),
+        ({**event(), "customer_id": "john\x1f"}, "customer_id.control_character"),
+        (
+            {"type": "event", "customer_id": "john", "actions": [{"action": "\x00"}]},
+            "action.control_character",
+        ),
+        (
+            {"type": "event", "customer_id": "john", "actions": [{"action": "Bought\x85"}]},
+            "action.control_character",
+        ),
+        ({**event(), "device_id": "d\x7f1"}, "device_id.control_character"),
+        (customer(attributes={"first\nname": "J"}), "attribute.control_character"),
+        (device(**{"model\x00": "x"}), "attribute.control_character"),
+        (event(attributes={"sku\t": 1}), "attribute.control_character"),
+        (
+            {"type": "event", "user_identifiers": {"moe\x00": "a"}, "actions": [{"action": "A"}]},
+            "attribute.control_character",
+        ),
+    ],
+)
+def test_control_characters_in_ids_and_names_are_bad_input(element: Element, rule: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        clocked().validate(element)
+    assert (info.value.stage, info.value.rule) == ("validate", rule)
+    assert "U+" in info.value.message
+
+
+def test_printable_unicode_in_names_passes() -> None:
+    el = customer(customer_id="jöhn 👋", attributes={"prénom": "Zoë", "名前": "x"})
+    clocked().validate(el)
+
+
+def test_a_value_that_cannot_be_compared_is_bad_input_not_a_crash() -> None:
+    class Awkward:
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("no comparisons")
+
+        __hash__ = object.__hash__
+
+    el = device(push_id=Awkward())
+    with pytest.raises(ValidationError) as info:
+        clocked().validate(el)
+    assert (info.value.stage, info.value.rule) == ("validate", "element.invalid")
+    assert "RuntimeError" in info.value.message
