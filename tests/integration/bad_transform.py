@@ -52,3 +52,13 @@ def from_measure(record: Record) -> dict[str, Any]:
         "attributes": {"amount": v["amount"], "score": v["score"]},
     }
     return {"type": "event", "customer_id": v["user_id"], "actions": [action]}
+
+
+def from_node(record: Record) -> dict[str, Any]:
+    """An event for a ``node.avsc`` record, as customer ``node-<v>`` (the good records around a
+    record nested too deep to decode)."""
+    return {
+        "type": "event",
+        "customer_id": f"node-{record.value['v']}",
+        "actions": [{"action": "Node seen"}],
+    }
