@@ -18,6 +18,12 @@ from connector.sink.delivery import Delivery, RetryPolicy
 OK = Answer(200, Verdict.ACCEPTED)
 
 
+def moengage_error(etype: str, message: str) -> bytes:
+    """MoEngage's error body (Bulk Import API, error samples)."""
+    error = {"message": message, "type": etype, "request_id": "oWvxnUuo"}
+    return orjson.dumps({"status": "fail", "error": error})
+
+
 class ScriptedClient:
     """Answers each POST with the next scripted answer, or with ``rule(body)`` once exhausted."""
 
@@ -150,7 +156,7 @@ async def test_400_bisects_to_the_rejected_element_and_delivers_the_rest() -> No
 
 @pytest.mark.parametrize("status", [401, 403, 409, 415])
 async def test_fatal_answers_stop_delivery_and_acknowledge_nothing(status: int) -> None:
-    client = ScriptedClient([classify(status, {"error": {"type": "x", "message": "m"}}, None)])
+    client = ScriptedClient([classify(status, moengage_error("x", "m"))])
     h = Harness(client)
     h.add(0, "user0")
     await h.deliver()
@@ -161,7 +167,7 @@ async def test_fatal_answers_stop_delivery_and_acknowledge_nothing(status: int) 
 
 
 async def test_account_level_400_is_fatal_not_bisected() -> None:
-    answer = classify(400, {"error": {"type": "Blacklisted", "message": "blacklisted"}}, None)
+    answer = classify(400, moengage_error("Blacklisted", "blacklisted"))
     client = ScriptedClient([answer])
     h = Harness(client)
     for i in range(4):
