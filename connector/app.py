@@ -317,7 +317,7 @@ class Connector:
             if self.dlq is not None:
                 self.dlq.poll()
             self.delivery.flush_lingering(loop.time(), linger)
-            self.health.set_api_ok(not self.delivery.degraded)
+            self.health.set_api_problem(self.delivery.api_problem())
             if self.delivery.fatal is not None:
                 self._fail(self.delivery.fatal, ExitCode.FATAL_API)
                 break
@@ -348,6 +348,7 @@ class Connector:
         )
         if self.exit_code != ExitCode.FATAL_API:
             self.delivery.flush_all()
+            self.delivery.stopping()  # backoffs end now; requests in flight get the grace
             if not await self._until_or_hurried(self.delivery.wait_idle(), grace):
                 log.warning(
                     "shutdown_grace_exceeded" if not self._hurry.is_set() else "shutdown_hurried",
@@ -603,7 +604,13 @@ class Connector:
             budget,
             lanes=m.max_in_flight,
             max_request_bytes=m.max_request_bytes,
-            retry=RetryPolicy(m.retry_initial_ms / 1000, m.retry_max_ms / 1000),
+            retry=RetryPolicy(
+                m.retry_initial_ms / 1000,
+                m.retry_max_ms / 1000,
+                retry_after_cap=m.max_retry_after_seconds,
+                unexpected_for=m.unexpected_answer_max_seconds,
+            ),
+            unready_after=m.unready_after_seconds,
             on_rejected=self._rejected_by_api,
             coalesce=m.coalesce,
             metrics=self.metrics,

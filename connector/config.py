@@ -223,6 +223,25 @@ class MoEngageSettings(_Frozen):
     max_in_flight: int = Field(default=8, ge=1, le=64)
     retry_initial_ms: int = Field(default=200, ge=1)
     retry_max_ms: int = Field(default=30_000, ge=1)
+    max_retry_after_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="a 429's Retry-After longer than this is cut to it (and logged): twice "
+        "MoEngage's one-minute window; a lane never sleeps longer on MoEngage's word",
+    )
+    unexpected_answer_max_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="how long one request is resent while the answers are not MoEngage's (a 2xx "
+        "without its success body, a 400/413 without its error body) before the connector stops "
+        "(exit 3)",
+    )
+    unready_after_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="/readyz turns unready once no request has been accepted for this long while "
+        "requests are retried or throttled; ready again at the next accepted request",
+    )
     users_per_minute: int | None = Field(default=1000, ge=1)
     events_per_minute: int | None = Field(default=10_000, ge=1)
     rate_window_seconds: float = Field(

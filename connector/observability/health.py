@@ -5,9 +5,12 @@ about assignments, the API's state and fatal errors; the server only reads it.
 
 - live: the run loop turned within ``max_silence_s``. A wedged loop cannot answer at all, so a
   probe's timeout also catches a blocked event loop.
-- ready: no fatal error, partitions assigned, and the MoEngage API answering (the last request was
-  not a timeout, connection error or 5xx). Debouncing a flapping API is the probe's
-  ``failureThreshold``'s job. ``GET /readyz?exclude=partitions&exclude=api`` leaves those checks out
+- ready: no fatal error, partitions assigned, and MoEngage taking requests: unready once requests
+  have been retried (timeouts, 5xx, answers not from MoEngage) or held back by 429s for
+  ``moengage.unready_after_seconds`` without one being accepted. Delivery words the reason
+  ("throttled by MoEngage (429) for 75 s", "MoEngage unreachable: retrying for 40 s: HTTP 503 ...");
+  the run loop hands it over every turn, and the next accepted request clears it.
+  ``GET /readyz?exclude=partitions&exclude=api`` leaves those checks out
   (kube-apiserver's ``/readyz?exclude=`` convention): a sidecar whose Pod must stay in its Service
   while the connector idles or MoEngage is down uses it.
 
@@ -50,6 +53,7 @@ class HealthState:
         self._fatal: str | None = None
         self._api_ok = True
         self._api_detail: str | None = None
+        self._api_reason: str | None = None
 
     def alive_tick(self, now: float) -> None:
         """The run loop completed a turn."""
@@ -67,6 +71,13 @@ class HealthState:
         """Whether the last request got an answer that was not a 5xx (``detail``: what it was)."""
         self._api_ok = ok
         self._api_detail = None if ok or detail is None else redact(detail)
+        self._api_reason = None
+
+    def set_api_problem(self, reason: str | None) -> None:
+        """Why MoEngage is not taking requests (None: it is), shown as the API check's reason."""
+        self._api_ok = reason is None
+        self._api_detail = None
+        self._api_reason = None if reason is None else redact(reason)
 
     def live(self, now: float, max_silence_s: float) -> tuple[bool, str]:
         silent = now - self._last_tick
@@ -79,6 +90,8 @@ class HealthState:
         api = "MoEngage API not answering; requests are being retried"
         if self._api_detail:
             api = f"{api} (last answer: {self._api_detail})"
+        if self._api_reason:
+            api = self._api_reason
         return {
             "fatal": (self._fatal is None, "ok" if self._fatal is None else self._fatal),
             "partitions": (

@@ -5,11 +5,19 @@ order, one request at a time, retrying in place. So two requests holding the sam
 in flight together and a retry can never reorder a customer's updates and events, while different
 lanes go out concurrently (``max_in_flight`` lanes).
 
-Answers (see :mod:`connector.sink.client`): 200 acknowledges every element's record slot; 429 waits
-(``Retry-After`` when given) and resends; 5xx/timeouts/connection errors back off exponentially with
-full jitter, for as long as it takes; 413 splits the request; 400 bisects down to the elements
-MoEngage rejects and reports each one as bad input; the fatal classes raise :class:`FatalApiError`.
-Nothing is acknowledged except by a 200.
+Lanes act on verdicts (the table is :func:`connector.sink.client.classify`), never on status codes:
+ACCEPTED (a 2xx with MoEngage's success body) acknowledges every element's record slot; THROTTLED
+waits ``Retry-After`` (capped at ``RetryPolicy.retry_after_cap``) and resends; RETRY (5xx, timeouts,
+connection errors) backs off exponentially with full jitter, for as long as it takes; UNEXPECTED (an
+answer that is not MoEngage's: a 2xx without its success body, a 400/413 without its error body)
+backs off and resends too, and becomes fatal once one request has had such answers for
+``RetryPolicy.unexpected_for`` seconds; TOO_LARGE splits the request; REJECTED bisects down to the
+elements MoEngage rejects and reports each one as bad input; FATAL (redirects included) raises
+:class:`FatalApiError`. Nothing is acknowledged except by ACCEPTED.
+
+Once requests have gone unaccepted for ``unready_after`` seconds, :meth:`Delivery.api_problem` says
+why (for ``/readyz``). :meth:`Delivery.stopping` ends every backoff and throttle wait at once: those
+records stay unacknowledged (read again after a restart), while requests in flight get their answer.
 """
 
 from __future__ import annotations
@@ -28,7 +36,13 @@ from connector.errors import FatalApiError, RejectedByApiError
 from connector.observability.metrics import Metrics, retry_reason
 from connector.offsets import Slot
 from connector.ratelimit import Budget, Receipt
-from connector.sink.client import FATAL_HINTS, Answer, MoEngageClient, Verdict
+from connector.sink.client import (
+    FATAL_HINTS,
+    UNEXPECTED_HINT,
+    Answer,
+    MoEngageClient,
+    Verdict,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -56,12 +70,20 @@ class DeliveryStats:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """How long lanes wait before resending, and how long they put up with odd answers."""
+
     initial: float = 0.2
     maximum: float = 30.0
+    retry_after_cap: float = 120.0  # a longer Retry-After is cut to this (and logged)
+    unexpected_for: float = 300.0  # answers not from MoEngage this long (one request): fatal
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Capped exponential backoff with full jitter (AWS architecture blog's "Full Jitter")."""
         return rng.uniform(0, min(self.maximum, self.initial * (2**attempt)))
+
+
+class _Stopped(Exception):
+    """The connector is stopping: a lane leaves its backoff with its batch unacknowledged."""
 
 
 class Lane:
@@ -74,6 +96,7 @@ class Lane:
         self.wakeup = asyncio.Event()
         self.opened_at: float | None = None  # when the open batch got its first element
         self.busy = False
+        self.stopped = False  # gave up waiting to resend because the connector is stopping
 
 
 class Delivery:
@@ -94,6 +117,7 @@ class Delivery:
         clock: Callable[[], float] | None = None,
         metrics: Metrics | None = None,
         on_accepted: AcceptHandler | None = None,
+        unready_after: float = 10.0,
     ) -> None:
         self._client = client
         self._metrics = metrics
@@ -112,7 +136,10 @@ class Delivery:
         self.stats = DeliveryStats()
         self.fatal: FatalApiError | None = None
         self.crashed: Exception | None = None
-        self.degraded = False
+        self._unready_after = unready_after
+        self._trouble_since: float | None = None  # first unaccepted answer since the last 200
+        self._trouble: Answer | None = None  # the latest one
+        self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self.progress = asyncio.Event()  # set whenever a request finished: waiters re-check
@@ -180,11 +207,42 @@ class Delivery:
     def idle(self) -> bool:
         return all(not lane.queue and not lane.busy for lane in self.lanes)
 
+    def _settled(self) -> bool:
+        """Nothing is being sent or waits to be: each lane is idle or has stopped waiting."""
+        return all(lane.stopped or (not lane.queue and not lane.busy) for lane in self.lanes)
+
     async def wait_idle(self) -> None:
-        """Until every queued batch has been answered (or the connector failed)."""
-        while not self.idle() and self.fatal is None and self.crashed is None:
+        """Until every queued batch has been answered, or given up on because the connector is
+        stopping (see :meth:`stopping`), or the connector failed."""
+        while not self._settled() and self.fatal is None and self.crashed is None:
             self._idle.clear()
             await self._idle.wait()
+
+    def stopping(self) -> None:
+        """The connector is shutting down: lanes waiting to resend (a backoff or a throttle wait)
+        stop waiting now and give up their batch, unacknowledged, so it is not committed and is
+        read again after a restart. Requests in flight still get their answer, and batches not
+        yet sent are still sent once each; only a resend is given up."""
+        self._stopping.set()
+
+    def api_problem(self) -> str | None:
+        """Why MoEngage is not taking requests, once none has been accepted for ``unready_after``
+        seconds of retrying or waiting out a 429 (None otherwise): ``/readyz``'s reason."""
+        since, answer = self._trouble_since, self._trouble
+        if since is None or answer is None:
+            return None
+        lasted = self._clock() - since
+        if lasted < self._unready_after:
+            return None
+        if answer.verdict is Verdict.THROTTLED:
+            return f"throttled by MoEngage (429) for {lasted:.0f} s"
+        if answer.verdict is Verdict.UNEXPECTED:
+            limit = self._retry.unexpected_for
+            return (
+                f"answers not from MoEngage: retrying for {lasted:.0f} s, fatal after "
+                f"{limit:g} s: {answer.describe()}"
+            )
+        return f"MoEngage unreachable: retrying for {lasted:.0f} s: {answer.describe()}"
 
     def coalesced(self) -> tuple[int, int]:
         """Events appended to an earlier event element, updates merged into an earlier one."""
@@ -208,6 +266,17 @@ class Delivery:
             lane.busy = True
             try:
                 await self._deliver(batch, batch.users, batch.events)
+            except _Stopped:
+                lane.stopped = True  # the batch stays queued and unacknowledged
+                log.info(
+                    "lane_stopped_waiting",
+                    lane=lane.index,
+                    batch_id=batch.id,
+                    unacknowledged_batches=len(lane.queue),
+                    note="not committed; read again after a restart",
+                )
+                self._idle.set()
+                return
             except FatalApiError as e:
                 self.fatal = e
                 self._idle.set()
@@ -220,7 +289,7 @@ class Delivery:
             finally:
                 lane.busy = False
             lane.queue.popleft()
-            if self.idle():
+            if self._settled():
                 self._idle.set()
 
     async def _pay(
@@ -263,6 +332,7 @@ class Delivery:
 
     async def _deliver(self, batch: Batch, users: int, events: int) -> None:
         attempt = 0
+        odd_since: float | None = None  # first answer to this request that was not MoEngage's
         body = batch.body()
         while True:
             owned = batch.owned()
@@ -293,7 +363,7 @@ class Delivery:
             answer = await self._send(batch, body, receipt)
             verdict = answer.verdict
             if verdict is Verdict.ACCEPTED:
-                self.degraded = False
+                self._trouble_since = self._trouble = None
                 self.stats.bytes_accepted += len(body)
                 self.stats.elements_accepted += len(batch)
                 for slot in batch.slots:
@@ -306,33 +376,84 @@ class Delivery:
                     answer.status,
                     answer.error_type or "error",
                     answer.message or "no message",
-                    FATAL_HINTS.get(answer.status, "Check the connector's MoEngage settings."),
+                    answer.hint
+                    or FATAL_HINTS.get(answer.status, "Check the connector's MoEngage settings."),
                 )
             if verdict in (Verdict.TOO_LARGE, Verdict.REJECTED):
                 await self._divide(batch, answer, users, events)
                 return
-            # THROTTLED or RETRY: the same request again, after a pause; never dropped.
-            self.stats.retries += 1
-            if self._metrics is not None:
-                self._metrics.retry(retry_reason(answer.status, answer.error_type))
-            if verdict is Verdict.THROTTLED:
-                self.stats.throttled += 1
-                self._budget.throttled(self._clock())
-            if verdict is Verdict.RETRY:
-                self.degraded = True
-            delay = self._retry.backoff(attempt, self._rng)
-            if verdict is Verdict.THROTTLED and answer.retry_after is not None:
-                delay = max(delay, answer.retry_after)
-            log.warning(
-                "request_retry",
-                batch_id=batch.id,
-                request_id=answer.request_id,
-                answer=answer.describe(),
-                attempt=attempt + 1,
-                delay_s=round(delay, 3),
-            )
+            # THROTTLED, RETRY or UNEXPECTED: the same request again, after a pause; never dropped.
+            if verdict is Verdict.UNEXPECTED and odd_since is None:
+                odd_since = self._clock()
+            await self._wait_to_resend(batch, answer, attempt, odd_since)
             attempt += 1
-            await self._sleep(delay)
+
+    async def _wait_to_resend(
+        self, batch: Batch, answer: Answer, attempt: int, odd_since: float | None
+    ) -> None:
+        """Count a retry and wait before it: backoff, at least a 429's (capped) Retry-After, and
+        never past the bound on answers not from MoEngage, which is fatal once reached."""
+        now = self._clock()
+        if self._trouble_since is None:
+            self._trouble_since = now
+        self._trouble = answer
+        delay = self._retry.backoff(attempt, self._rng)
+        if odd_since is not None:
+            left = odd_since + self._retry.unexpected_for - now
+            if answer.verdict is Verdict.UNEXPECTED and left <= 0:
+                raise FatalApiError(
+                    answer.status,
+                    "unexpected answer",
+                    f"{answer.message} (such answers for {now - odd_since:.0f} s, the limit "
+                    "set by moengage.unexpected_answer_max_seconds)",
+                    UNEXPECTED_HINT,
+                )
+            delay = min(delay, max(0.0, left))  # the last try lands on the limit, not past it
+        self.stats.retries += 1
+        if self._metrics is not None:
+            self._metrics.retry(retry_reason(answer.status, answer.error_type))
+        if answer.verdict is Verdict.THROTTLED:
+            self.stats.throttled += 1
+            self._budget.throttled(now)
+            if answer.retry_after is not None:
+                delay = max(delay, self._retry_after(answer))
+        log.warning(
+            "request_retry",
+            batch_id=batch.id,
+            request_id=answer.request_id,
+            answer=answer.describe(),
+            attempt=attempt + 1,
+            delay_s=round(delay, 3),
+        )
+        await self._pause(delay)
+
+    def _retry_after(self, answer: Answer) -> float:
+        """A 429's ``Retry-After``, cut to the policy's cap: a lane must not sleep for days."""
+        assert answer.retry_after is not None
+        cap = self._retry.retry_after_cap
+        if answer.retry_after <= cap:
+            return answer.retry_after
+        log.warning(
+            "retry_after_capped",
+            request_id=answer.request_id,
+            retry_after_s=answer.retry_after,
+            cap_s=cap,
+            setting="moengage.max_retry_after_seconds",
+        )
+        return cap
+
+    async def _pause(self, delay: float) -> None:
+        """Sleep before a resend, unless the connector is stopping (then raise ``_Stopped``, at
+        once or as soon as it starts to)."""
+        stop = asyncio.ensure_future(self._stopping.wait())
+        nap = asyncio.ensure_future(self._sleep(delay))
+        try:
+            await asyncio.wait((stop, nap), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            nap.cancel()
+        if self._stopping.is_set():
+            raise _Stopped
 
     async def _send(self, batch: Batch, body: bytes, receipt: Receipt) -> Answer:
         """Post a paid-for request; settle its spend with the budget and count the answer."""

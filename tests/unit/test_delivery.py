@@ -1,21 +1,36 @@
-"""The delivery policy against a scripted client: only a 200 acknowledges anything."""
+"""The delivery policy against a scripted client: only MoEngage's success answer acknowledges
+anything, answers that are not MoEngage's blame no element, waits are bounded and a stop ends
+them."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from pydantic import SecretStr
+from structlog.testing import capture_logs
 
+from connector.app import Connector
 from connector.batching import Cost
+from connector.config import Credentials, parse_settings
 from connector.errors import FatalApiError, RejectedByApiError
 from connector.offsets import OffsetLedger, Slot
 from connector.ratelimit import Budget, Spend
 from connector.sink.client import Answer, Verdict, classify, parse_retry_after
 from connector.sink.delivery import Delivery, RetryPolicy
+from tests.unit.configs import minimal_raw
 
 OK = Answer(200, Verdict.ACCEPTED)
+
+
+def moengage_error(etype: str, message: str) -> bytes:
+    """MoEngage's error body (Bulk Import API, error samples)."""
+    error = {"message": message, "type": etype, "request_id": "oWvxnUuo"}
+    return orjson.dumps({"status": "fail", "error": error})
 
 
 class ScriptedClient:
@@ -33,7 +48,12 @@ class ScriptedClient:
 
 class Harness:
     def __init__(
-        self, client: ScriptedClient, lanes: int = 1, budget: Budget | None = None
+        self,
+        client: ScriptedClient,
+        lanes: int = 1,
+        budget: Budget | None = None,
+        retry: RetryPolicy | None = None,
+        unready_after: float = 10.0,
     ) -> None:
         self.ledger = OffsetLedger()
         self.ledger.assign([("t", 0)])
@@ -50,10 +70,11 @@ class Harness:
             budget or Budget(None, None, now=0),
             lanes=lanes,
             max_request_bytes=100_000,
-            retry=RetryPolicy(0.1, 5.0),
+            retry=retry or RetryPolicy(0.1, 5.0),
             on_rejected=lambda slot, err: self.rejected.append((slot.offset, err)),
             sleep=fake_sleep,
             clock=lambda: self.now,
+            unready_after=unready_after,
         )
 
     def add(self, offset: int, customer: str, extra: str = "") -> Slot:
@@ -150,7 +171,7 @@ async def test_400_bisects_to_the_rejected_element_and_delivers_the_rest() -> No
 
 @pytest.mark.parametrize("status", [401, 403, 409, 415])
 async def test_fatal_answers_stop_delivery_and_acknowledge_nothing(status: int) -> None:
-    client = ScriptedClient([classify(status, {"error": {"type": "x", "message": "m"}}, None)])
+    client = ScriptedClient([classify(status, moengage_error("x", "m"))])
     h = Harness(client)
     h.add(0, "user0")
     await h.deliver()
@@ -161,7 +182,7 @@ async def test_fatal_answers_stop_delivery_and_acknowledge_nothing(status: int) 
 
 
 async def test_account_level_400_is_fatal_not_bisected() -> None:
-    answer = classify(400, {"error": {"type": "Blacklisted", "message": "blacklisted"}}, None)
+    answer = classify(400, moengage_error("Blacklisted", "blacklisted"))
     client = ScriptedClient([answer])
     h = Harness(client)
     for i in range(4):
@@ -346,3 +367,319 @@ def test_the_oldest_open_batch_sets_when_the_linger_clock_fires_next() -> None:
     assert opened[0] not in still_open
     due = h.delivery.next_linger_due(0.2)
     assert due is None or due == pytest.approx(still_open[0] + 0.2)
+
+
+# ----- answers that are not MoEngage's ----------------------------------------------------------
+
+HTML_400 = b"<html><body><h1>400 Bad Request</h1>Request blocked by policy</body></html>"
+
+
+def _elements(body: bytes) -> int:
+    return len(orjson.loads(body)["elements"])
+
+
+async def test_a_200_without_moengage_s_body_acknowledges_nothing_and_ends_fatal() -> None:
+    client = ScriptedClient([], lambda body: classify(200, b"<html>It works!</html>"))
+    h = Harness(client, retry=RetryPolicy(0.1, 5.0, unexpected_for=20.0))
+    for i in range(3):
+        h.add(i, f"user{i}")
+    await h.deliver()
+    assert h.ledger.committable() == {}
+    assert isinstance(h.delivery.fatal, FatalApiError)
+    assert "It works!" in str(h.delivery.fatal)
+    assert "unexpected_answer_max_seconds" in str(h.delivery.fatal)
+    assert len(client.bodies) > 2  # resent meanwhile
+    assert h.now == pytest.approx(20.0)  # at the bound, not a backoff past it
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(400, HTML_400), (413, HTML_400), (400, b""), (413, moengage_error("Payload too large", "x"))],
+)
+async def test_a_400_or_413_not_from_moengage_blames_no_element(status: int, body: bytes) -> None:
+    """A proxy answering 400/413 to everything (or a 413 for a small body): never bisected or
+    split into bad input; resent whole until the bound, then fatal; nothing acknowledged."""
+
+    def rule(sent: bytes) -> Answer:
+        return classify(status, body, sent_bytes=len(sent))
+
+    client = ScriptedClient([], rule)
+    h = Harness(client, retry=RetryPolicy(0.1, 5.0, unexpected_for=30.0))
+    for i in range(8):
+        h.add(i, f"user{i}")
+    await h.deliver()
+    assert h.rejected == []
+    assert h.ledger.committable() == {}
+    assert isinstance(h.delivery.fatal, FatalApiError)
+    assert h.delivery.fatal.status == status
+    assert {_elements(b) for b in client.bodies} == {8}  # always the whole request
+    assert h.delivery.stats.rejected_elements == 0
+
+
+async def test_answers_not_from_moengage_then_a_success_deliver_everything() -> None:
+    odd = classify(400, HTML_400)
+    success = classify(200, b'{"status":"success","message":"accepted"}')
+    client = ScriptedClient([odd, odd, odd], lambda _body: success)
+    h = Harness(client, retry=RetryPolicy(0.1, 5.0, unexpected_for=300.0))
+    for i in range(4):
+        h.add(i, f"user{i}")
+    await h.deliver()
+    assert h.delivery.fatal is None
+    assert h.rejected == []
+    assert h.ledger.committable() == {("t", 0): 4}
+
+
+async def test_moengage_s_own_413_for_a_big_body_still_splits() -> None:
+    big = "y" * 20_000
+
+    def rule(sent: bytes) -> Answer:
+        if len(sent) > 70_000:
+            return classify(413, moengage_error("Payload too large", "x"), sent_bytes=len(sent))
+        return OK
+
+    client = ScriptedClient([], rule)
+    h = Harness(client)
+    for i in range(4):
+        h.add(i, f"user{i}", extra=big)
+    await h.deliver()
+    assert [_elements(b) for b in client.bodies] == [4, 2, 2]
+    assert h.ledger.committable() == {("t", 0): 4}
+
+
+async def test_a_redirect_is_fatal_naming_the_location() -> None:
+    moved = classify(301, b"", {"Location": "/landing"}, url="http://127.0.0.1:9/v1/transition/W")
+    client = ScriptedClient([moved])
+    h = Harness(client)
+    h.add(0, "user0")
+    await h.deliver()
+    assert isinstance(h.delivery.fatal, FatalApiError)
+    assert "http://127.0.0.1:9/landing" in str(h.delivery.fatal)
+    assert "never follows redirects" in str(h.delivery.fatal)
+    assert len(client.bodies) == 1
+    assert h.ledger.committable() == {}
+
+
+# ----- bounded waits and what readiness hears about them ------------------------------------------
+
+
+async def test_a_huge_retry_after_is_capped_and_logged() -> None:
+    client = ScriptedClient([Answer(429, Verdict.THROTTLED, retry_after=864_000.0)])
+    h = Harness(client, retry=RetryPolicy(0.1, 5.0, retry_after_cap=90.0))
+    h.add(0, "user0")
+    with capture_logs() as logs:
+        await h.deliver()
+    assert h.sleeps == [90.0]
+    capped = [e for e in logs if e["event"] == "retry_after_capped"]
+    assert len(capped) == 1
+    assert capped[0]["retry_after_s"] == 864_000.0
+    assert capped[0]["cap_s"] == 90.0
+    assert h.ledger.committable() == {("t", 0): 1}
+
+
+async def test_a_retry_after_under_the_cap_is_honoured() -> None:
+    client = ScriptedClient([Answer(429, Verdict.THROTTLED, retry_after=45.0)])
+    h = Harness(client, retry=RetryPolicy(0.1, 5.0, retry_after_cap=90.0))
+    h.add(0, "user0")
+    await h.deliver()
+    assert h.sleeps == [45.0]
+
+
+class Watching(Harness):
+    """Records what ``api_problem`` says at the end of every wait."""
+
+    def __init__(self, client: ScriptedClient, **kw: Any) -> None:
+        super().__init__(client, **kw)
+        self.problems: list[str | None] = []
+        waited = self.delivery._sleep
+
+        async def sleep_and_look(seconds: float) -> None:
+            await waited(seconds)
+            self.problems.append(self.delivery.api_problem())
+
+        self.delivery._sleep = sleep_and_look
+
+
+async def test_api_problem_says_throttled_while_429s_last_and_clears_on_acceptance() -> None:
+    throttled = [Answer(429, Verdict.THROTTLED, retry_after=40.0)] * 2
+    h = Watching(ScriptedClient(throttled), unready_after=30.0)
+    h.add(0, "user0")
+    assert h.delivery.api_problem() is None
+    await h.deliver()
+    # After the first wait: throttled for 40 s (over the 30 s threshold); then 80 s.
+    assert h.problems == [
+        "throttled by MoEngage (429) for 40 s",
+        "throttled by MoEngage (429) for 80 s",
+    ]
+    assert h.delivery.api_problem() is None  # the 200 ended it
+    assert h.ledger.committable() == {("t", 0): 1}
+
+
+async def test_api_problem_says_unreachable_once_retries_pass_the_threshold() -> None:
+    failing = [Answer(503, Verdict.RETRY, "Server Error", "An unexpected error")] * 10
+    h = Watching(ScriptedClient(failing), retry=RetryPolicy(1.0, 4.0), unready_after=5.0)
+    h.add(0, "user0")
+    await h.deliver()
+    late = [p for p, t in zip(h.problems, _elapsed(h.sleeps), strict=True) if t >= 5.0]
+    early = [p for p, t in zip(h.problems, _elapsed(h.sleeps), strict=True) if t < 5.0]
+    assert late
+    assert all(p is None for p in early)  # a short blip does not make the connector unready
+    for p in late:
+        assert p is not None
+        assert p.startswith("MoEngage unreachable: retrying for ")
+        assert p.endswith(" s: HTTP 503 Server Error: An unexpected error")
+    assert h.delivery.api_problem() is None
+
+
+def _elapsed(sleeps: list[float]) -> list[float]:
+    out, total = [], 0.0
+    for s in sleeps:
+        total += s
+        out.append(total)
+    return out
+
+
+async def test_api_problem_names_answers_not_from_moengage() -> None:
+    h = Watching(
+        ScriptedClient([], lambda _b: classify(400, HTML_400)),
+        retry=RetryPolicy(2.0, 2.0, unexpected_for=60.0),
+        unready_after=5.0,
+    )
+    h.add(0, "user0")
+    await h.deliver()
+    seen = [p for p in h.problems if p is not None]
+    assert seen
+    assert seen[-1].startswith("answers not from MoEngage: retrying for ")
+    assert "fatal after 60 s" in seen[-1]
+    assert "400 Bad Request" in seen[-1]
+
+
+# ----- stopping during a backoff ----------------------------------------------------------------
+
+
+class Stalled:
+    """A lane's waits that only end when the test says so (a ten-day Retry-After, say)."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.never = asyncio.Event()
+
+    async def __call__(self, _seconds: float) -> None:
+        self.entered.set()
+        await self.never.wait()
+
+
+async def test_stopping_ends_a_backoff_at_once_and_acknowledges_nothing() -> None:
+    client = ScriptedClient([], lambda _b: Answer(429, Verdict.THROTTLED, retry_after=864_000.0))
+    h = Harness(client, lanes=2)
+    stalled = Stalled()
+    h.delivery._sleep = stalled
+    for i in range(4):
+        h.add(i, f"user{i}")
+    h.delivery.flush_all()
+    h.delivery.start()
+    try:
+        await asyncio.wait_for(stalled.entered.wait(), 5)
+        waiting = asyncio.ensure_future(h.delivery.wait_idle())
+        await asyncio.sleep(0)
+        assert not waiting.done()  # a lane is still waiting to resend
+        h.delivery.stopping()
+        await asyncio.wait_for(waiting, 1)  # returns promptly, not after ten days
+        sent = len(client.bodies)
+        assert h.ledger.committable() == {}
+        assert h.delivery.fatal is None
+        assert h.delivery.crashed is None
+        await asyncio.sleep(0)
+        assert len(client.bodies) == sent  # and nothing is resent after the stop
+    finally:
+        await h.delivery.stop()
+
+
+async def test_stopping_lets_a_request_in_flight_finish_and_acknowledge() -> None:
+    release = asyncio.Event()
+    posted = asyncio.Event()
+
+    class InFlight(ScriptedClient):
+        async def post(self, body: bytes) -> Answer:
+            self.bodies.append(body)
+            posted.set()
+            await release.wait()
+            return OK
+
+    h = Harness(InFlight([]))
+    h.add(0, "user0")
+    h.delivery.flush_all()
+    h.delivery.start()
+    try:
+        await asyncio.wait_for(posted.wait(), 5)
+        h.delivery.stopping()
+        waiting = asyncio.ensure_future(h.delivery.wait_idle())
+        await asyncio.sleep(0)
+        assert not waiting.done()  # the request in flight gets its answer
+        release.set()
+        await asyncio.wait_for(waiting, 5)
+        assert h.ledger.committable() == {("t", 0): 1}
+    finally:
+        await h.delivery.stop()
+
+
+async def test_a_lane_answered_with_a_retry_after_stopping_does_not_wait() -> None:
+    release = asyncio.Event()
+    posted = asyncio.Event()
+
+    class FailsLate(ScriptedClient):
+        async def post(self, body: bytes) -> Answer:
+            self.bodies.append(body)
+            posted.set()
+            await release.wait()
+            return Answer(503, Verdict.RETRY)
+
+    h = Harness(FailsLate([]))
+    h.delivery._sleep = Stalled()
+    h.add(0, "user0")
+    h.delivery.flush_all()
+    h.delivery.start()
+    try:
+        await asyncio.wait_for(posted.wait(), 5)
+        h.delivery.stopping()
+        release.set()
+        await asyncio.wait_for(h.delivery.wait_idle(), 1)
+        assert len(client_bodies(h)) == 1
+        assert h.ledger.committable() == {}
+    finally:
+        await h.delivery.stop()
+
+
+def client_bodies(h: Harness) -> list[bytes]:
+    client = h.delivery._client
+    assert isinstance(client, ScriptedClient)
+    return client.bodies
+
+
+async def test_the_settings_reach_the_lanes() -> None:
+    """make_delivery hands the cap, the bound and the readiness threshold to Delivery."""
+    raw = minimal_raw()
+    raw["moengage"] = {
+        **raw["moengage"],
+        "max_retry_after_seconds": 7,
+        "unexpected_answer_max_seconds": 11,
+        "unready_after_seconds": 13,
+    }
+    settings = parse_settings(raw, base_dir=Path("."), environ={})
+    app = Connector(settings, Credentials(workspace_id="W", api_key=SecretStr("k")))
+    delivery = app.make_delivery(ScriptedClient([]), Budget(None, None, now=0))  # type: ignore[arg-type]
+    assert delivery._retry.retry_after_cap == 7
+    assert delivery._retry.unexpected_for == 11
+    assert delivery._unready_after == 13
+
+
+def test_the_new_settings_have_documented_defaults() -> None:
+    m = parse_settings(minimal_raw(), base_dir=Path("."), environ={}).moengage
+    assert (
+        m.max_retry_after_seconds,
+        m.unexpected_answer_max_seconds,
+        m.unready_after_seconds,
+    ) == (
+        120.0,
+        300.0,
+        10.0,
+    )

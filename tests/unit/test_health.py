@@ -85,6 +85,29 @@ def test_ready_again_once_the_api_answers() -> None:
     assert health.ready() == (True, "ok")
 
 
+def test_not_ready_with_delivery_s_reason_while_throttled() -> None:
+    health = ready_state()
+    health.set_api_problem("throttled by MoEngage (429) for 75 s")
+    assert health.ready() == (False, "throttled by MoEngage (429) for 75 s")
+    assert health.checks()["api"] == (False, "throttled by MoEngage (429) for 75 s")
+
+
+def test_ready_again_once_delivery_reports_no_problem() -> None:
+    health = ready_state()
+    health.set_api_problem("MoEngage unreachable: retrying for 40 s: HTTP 503 Server Error")
+    health.set_api_problem(None)
+    assert health.ready() == (True, "ok")
+
+
+def test_an_api_problem_never_shows_a_registered_secret() -> None:
+    register_secret("health-test-problem-secret")
+    health = ready_state()
+    health.set_api_problem("answers not from MoEngage: HTTP 200: echo health-test-problem-secret")
+    reason = health.ready()[1]
+    assert "health-test-problem-secret" not in reason
+    assert "[redacted]" in reason
+
+
 def test_fatal_error_is_the_reason_before_anything_else() -> None:
     health = HealthState(now=0.0)
     health.set_api_ok(False)
@@ -226,6 +249,18 @@ async def test_readyz_is_200_when_ready(client: Client, health: HealthState) -> 
         "reason": "ok",
         "checks": {"fatal": "ok", "partitions": "2 partition(s) assigned", "api": "ok"},
     }
+
+
+async def test_readyz_says_why_while_throttled(client: Client, health: HealthState) -> None:
+    health.set_assigned(2)
+    health.set_api_problem("throttled by MoEngage (429) for 75 s")
+    async with client.get("/readyz") as r:
+        assert r.status == 503
+        body = await r.json()
+    assert body["reason"] == "throttled by MoEngage (429) for 75 s"
+    assert body["checks"]["api"] == "throttled by MoEngage (429) for 75 s"
+    async with client.get("/healthz") as r:
+        assert r.status == 200  # throttled is not dead: no restart for it
 
 
 async def test_readyz_exclude_leaves_checks_out(client: Client, health: HealthState) -> None:
