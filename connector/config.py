@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from connector.errors import ConfigError
+from connector.safeyaml import load_yaml
 
 # librdkafka / Schema Registry properties whose values are secrets: masked wherever settings print.
 SECRET_KEYS = frozenset(
@@ -514,7 +515,7 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
     except OSError as e:
         raise ConfigError([("", f"cannot read {p}: {e.strerror}")]) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text, str(p))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -221,3 +222,50 @@ def test_preview_prints_elements_for_a_real_topic_without_committing(
     assert {d["elements"][0]["customer_id"] for d in ok} <= {e["user_id"] for e in rows}
     assert "nothing committed" in result.stdout
     assert all(off < 0 for off in committed_offsets(broker.bootstrap, group, topic).values())
+
+
+# ----- configuration problems found before anything connects --------------------------------------
+
+CREDENTIALS_ENV = {"MOENGAGE_WORKSPACE_ID": "W", "MOENGAGE_API_KEY": "cli-test-key-5a5a"}
+
+
+def _offline_config(tmp_path: Path, **kafka: Any) -> Path:
+    """A configuration whose broker and MoEngage are unreachable: any run must stop at config."""
+    cfg = {
+        "moengage": {"base_url": "http://127.0.0.1:9"},
+        "kafka": {"bootstrap.servers": "127.0.0.1:1", "group.id": "g", **kafka},
+        "topics": [
+            {
+                "name": "users",
+                "format": "json",
+                "transform": {"mapping": {"type": "customer", "customer_id": "user_id"}},
+            }
+        ],
+        "observability": {"enabled": False},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", ""), **CREDENTIALS_ENV, **extra}
+
+
+def test_validate_refuses_an_alias_bomb_with_a_message(tmp_path: Path) -> None:
+    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]")
+    path = _offline_config(tmp_path)
+    path.write_text(path.read_text() + "x-lol:\n" + "".join(f"  {line}\n" for line in levels))
+    result = cli("validate", "--config", str(path), env=_env())
+    assert result.returncode == 1
+    assert "more than 100,000 values through YAML aliases" in result.stdout
+
+
+def test_validate_refuses_a_duplicate_key_naming_it_and_its_lines(tmp_path: Path) -> None:
+    path = _offline_config(tmp_path)
+    path.write_text(path.read_text() + "observability:\n  enabled: true\n")
+    result = cli("validate", "--config", str(path), env=_env())
+    assert result.returncode == 1
+    assert "error: observability: duplicate key at line" in result.stdout

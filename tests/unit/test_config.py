@@ -131,3 +131,111 @@ def test_invalid_yaml_reports_the_line(tmp_path: Path) -> None:
     f.write_text("moengage:\n  base_url: [\n")
     with pytest.raises(ConfigError, match="line"):
         load_settings(f, environ={})
+
+
+# ----- YAML: duplicate keys, aliases -------------------------------------------------------------
+
+MINIMAL_YAML = """\
+moengage:
+  base_url: http://127.0.0.1:9
+kafka:
+  bootstrap.servers: 127.0.0.1:1
+  group.id: g
+topics:
+  - name: users
+    format: json
+    transform:
+      mapping: {type: customer, customer_id: user_id}
+"""
+
+# "Billion laughs", as reported (a 756-byte file grew `validate` to 1.5 GB): nine levels of nine
+# aliases, 9**9 strings once expanded, in a few hundred bytes.
+ALIAS_BOMB = (
+    MINIMAL_YAML.replace("topics:", "# the bomb\ntopics:")
+    + """\
+x-lol:
+  a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+  d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+  f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+  g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+  h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+  i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+)
+
+
+def _load_problems(tmp_path: Path, text: str) -> dict[str, str]:
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(f, environ={})
+    return dict(info.value.problems)
+
+
+def test_the_minimal_yaml_loads(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(MINIMAL_YAML)
+    assert load_settings(f, environ={}).kafka["group.id"] == "g"
+
+
+def test_a_duplicate_key_is_an_error_with_its_path_and_both_lines(tmp_path: Path) -> None:
+    text = MINIMAL_YAML.replace("  group.id: g\n", "  group.id: g\n  group.id: other\n")
+    problems = _load_problems(tmp_path, text)
+    assert set(problems) == {"kafka.group.id"}
+    assert "duplicate key at line 6 (first at line 5)" in problems["kafka.group.id"]
+
+
+def test_a_duplicate_top_level_section_is_an_error(tmp_path: Path) -> None:
+    problems = _load_problems(tmp_path, MINIMAL_YAML + "moengage:\n  data_center: '01'\n")
+    assert "duplicate key at line 11" in problems["moengage"]
+
+
+def test_a_duplicate_key_in_a_flow_mapping_of_a_list_item_is_an_error(tmp_path: Path) -> None:
+    text = MINIMAL_YAML.replace("customer_id: user_id}", "customer_id: a, customer_id: b}")
+    problems = _load_problems(tmp_path, text)
+    assert "duplicate key at line 10" in problems["topics[0].transform.mapping.customer_id"]
+
+
+def test_the_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    assert len(ALIAS_BOMB.encode()) < 1000
+    problems = _load_problems(tmp_path, ALIAS_BOMB)
+    ((path, message),) = problems.items()
+    assert path.startswith("x-lol.")
+    assert "more than 100,000 values through YAML aliases" in message
+
+
+def test_an_alias_that_contains_itself_is_refused(tmp_path: Path) -> None:
+    problems = _load_problems(tmp_path, MINIMAL_YAML + "x-loop: &loop [1, *loop]\n")
+    assert problems == {"x-loop[1]": "a YAML alias refers to a value that contains it"}
+
+
+@pytest.mark.parametrize("depth", [70, 5000])
+def test_deep_nesting_is_refused(tmp_path: Path, depth: int) -> None:
+    problems = _load_problems(tmp_path, MINIMAL_YAML + "x-deep: " + "[" * depth + "]" * depth)
+    assert "nested" in " ".join(problems.values())
+
+
+def test_anchors_aliases_and_merge_keys_within_the_budget_still_load(tmp_path: Path) -> None:
+    text = """\
+moengage: {base_url: "http://127.0.0.1:9"}
+kafka: {bootstrap.servers: "127.0.0.1:1", group.id: g}
+topics:
+  - name: a
+    format: json
+    transform: &customers
+      mapping: {type: customer, customer_id: user_id}
+  - name: b
+    format: json
+    transform: *customers
+pipeline:
+  <<: {commit_interval_ms: 500, consume_batch_size: 10}
+  commit_interval_ms: 2000
+"""
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    s = load_settings(f, environ={})
+    assert s.topics[0].transform == s.topics[1].transform
+    assert (s.pipeline.commit_interval_ms, s.pipeline.consume_batch_size) == (2000, 10)
