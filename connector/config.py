@@ -489,21 +489,67 @@ def _loc_to_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+# Where credentials go instead of a URL's user info, per section of the configuration.
+_URL_CREDENTIAL_HINTS = {
+    "moengage": "the connector authenticates with the workspace id and the API key from "
+    "MOENGAGE_API_KEY or MOENGAGE_API_KEY_FILE (see 'Data API overview')",
+    "schema_registry": "put them in schema_registry.properties 'basic.auth.user.info' "
+    "(e.g. '${SR_USER}:${SR_PASSWORD}' from the environment)",
+    "kafka": "give them to librdkafka through their own properties (sasl.username, "
+    "sasl.password, sasl.oauthbearer.client.secret, ...)",
+}
+
+
+def url_credential_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every URL setting (a key named ``url`` or ending in ``url``, in any section but the topics)
+    that carries ``user:password@``. Such a password would be printed wherever the URL is, and
+    MoEngage's client refuses user info next to its own Authorization header."""
+    problems: list[tuple[str, str]] = []
+
+    def walk(value: Any, path: str, section: str, key: str) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, _join(path, str(k)), section, str(k))
+        elif isinstance(value, str) and key.lower().endswith("url") and _has_userinfo(value):
+            hint = _URL_CREDENTIAL_HINTS.get(section, "pass credentials through their own settings")
+            problems.append(
+                (path, f"credentials in a URL are not allowed: remove 'user:password@' and {hint}")
+            )
+
+    for section, value in data.items():
+        if section != "topics":
+            walk(value, str(section), str(section), str(section))
+    return problems
+
+
+def _has_userinfo(url: str) -> bool:
+    for one in url.split(","):
+        try:
+            if "@" in urlsplit(one.strip()).netloc:
+                return True
+        except ValueError:  # not a URL at all: the setting's own validation says so
+            continue
+    return False
+
+
 def parse_settings(raw: Any, *, base_dir: Path, environ: Mapping[str, str]) -> Settings:
     """Validate an already-parsed YAML document; raise ConfigError listing every problem."""
     if not isinstance(raw, dict):
         raise ConfigError([("", "the configuration must be a YAML mapping")])
     data = interpolate(raw, environ)
+    problems = url_credential_problems(data)
     try:
-        return Settings.model_validate({**data, "base_dir": base_dir})
+        settings = Settings.model_validate({**data, "base_dir": base_dir})
     except PydanticValidationError as e:
-        problems = []
         for err in e.errors(include_url=False, include_input=False):
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check the spelling against the configuration reference)"
             problems.append((_loc_to_path(err["loc"]), msg))
         raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return settings
 
 
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
@@ -17,6 +18,9 @@ import structlog
 
 REDACTED = "[redacted]"
 _secrets: set[str] = set()
+# "scheme://user:password@": configuration refuses credentials in URLs, and any URL that still
+# reaches a log line (from a library, an error message) loses its user info.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+@")
 
 
 def register_secret(value: str | None) -> None:
@@ -37,6 +41,8 @@ def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if "@" in text and "://" in text:
+        text = _URL_USERINFO.sub(r"\1***@", text)
     return text
 
 
@@ -57,13 +63,13 @@ def _scrub(value: Any) -> Any:
 
 def _redact_rendered(_: Any, __: str, rendered: Any) -> Any:
     """The last step, on the rendered line itself: whatever a renderer made of a value, no
-    registered secret reaches the output."""
-    return redact(rendered) if _secrets and isinstance(rendered, str) else rendered
+    registered secret and no URL user info reaches the output."""
+    return redact(rendered) if isinstance(rendered, str) else rendered
 
 
 def redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if not _secrets:
-        return event
+        return event  # URL user info is masked on the rendered line
     for key, value in list(event.items()):
         event[key] = _scrub(value)
     return event

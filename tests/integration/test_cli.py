@@ -269,3 +269,14 @@ def test_validate_refuses_a_duplicate_key_naming_it_and_its_lines(tmp_path: Path
     result = cli("validate", "--config", str(path), env=_env())
     assert result.returncode == 1
     assert "error: observability: duplicate key at line" in result.stdout
+
+
+def test_validate_refuses_credentials_in_the_moengage_url_without_printing_them(
+    tmp_path: Path,
+) -> None:
+    path = _offline_config(tmp_path)
+    path.write_text(path.read_text().replace("http://127.0.0.1:9", "http://bob:url-pw-6c6c@h:9"))
+    result = cli("validate", "--config", str(path), env=_env())
+    assert result.returncode == 1
+    assert "error: moengage.base_url: credentials in a URL are not allowed" in result.stdout
+    assert "url-pw-6c6c" not in result.stdout + result.stderr

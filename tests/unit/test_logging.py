@@ -193,6 +193,27 @@ def test_unknown_environment_level_falls_back_to_the_configured_one(
     assert _events_logged_via_cli(monkeypatch, "info", "verbose") == ["i", "w", "e"]
 
 
+# ----- URLs --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_user_info_of_any_url_in_a_log_line_is_masked(fmt: str) -> None:
+    """Configuration refuses credentials in URLs; a URL that reaches a line anyway (from a
+    library, an error) loses its user info even when no secret is registered."""
+    out = io.StringIO()
+    configure("info", fmt, out)
+    structlog.get_logger().info(
+        "connector_starting",
+        endpoint="http://bob:PW-9f8e@host:8080/v1/transition/W",
+        error="cannot reach https://sr-user:sr-pw-4d4d@sr.example/subjects",
+    )
+    (line,) = _lines(out)
+    assert "PW-9f8e" not in line
+    assert "sr-pw-4d4d" not in line
+    assert "http://***@host:8080/v1/transition/W" in line
+    assert "https://***@sr.example/subjects" in line
+
+
 # ----- redaction ---------------------------------------------------------------------------------
 
 
