@@ -580,16 +580,31 @@ class Credentials(BaseModel):
 
 
 def _from_env_or_file(
-    name: str, environ: Mapping[str, str], file_override: Path | None
+    name: str, environ: Mapping[str, str], file_override: Path | None, file_key: str | None = None
 ) -> tuple[str | None, str | None]:
-    """Return (value, problem). A file wins over the plain variable; content is stripped."""
-    file_name = str(file_override) if file_override else environ.get(f"{name}_FILE")
+    """Return (value, problem). A file wins over the plain variable; either value is stripped of
+    surrounding whitespace (a trailing newline from ``echo`` or a Secret), and an empty one is a
+    problem that says where it came from."""
+    if file_override:
+        file_name, named_by = str(file_override), file_key or f"{name}_FILE"
+    else:
+        file_name, named_by = environ.get(f"{name}_FILE", ""), f"{name}_FILE"
     if file_name:
         try:
-            return Path(file_name).read_text(encoding="utf-8").strip(), None
+            value = Path(file_name).read_text(encoding="utf-8").strip()
         except OSError as e:
-            return None, f"cannot read the file named for {name}: {e.strerror}"
-    return environ.get(name) or None, None
+            return None, f"cannot read {file_name} (named by {named_by}): {e.strerror}"
+        except UnicodeDecodeError:
+            return None, f"{file_name} (named by {named_by}) is not UTF-8 text"
+        if not value:
+            return None, f"{file_name} (named by {named_by}) is empty"
+        return value, None
+    if name not in environ:
+        return None, None
+    value = environ[name].strip()
+    if not value:
+        return None, f"{name} is set but empty"
+    return value, None
 
 
 def resolve_credentials(
@@ -610,9 +625,10 @@ def resolve_credentials(
                     "not set: set MOENGAGE_WORKSPACE_ID or MOENGAGE_WORKSPACE_ID_FILE",
                 )
             )
-    api_key, problem = _from_env_or_file("MOENGAGE_API_KEY", env, settings.moengage.api_key_file)
+    key_file = settings.moengage.api_key_file
+    api_key, problem = _from_env_or_file("MOENGAGE_API_KEY", env, key_file, "moengage.api_key_file")
     if problem:
-        problems.append(("moengage.api_key_file", problem))
+        problems.append(("moengage.api_key_file" if key_file else "moengage.api_key", problem))
     elif not api_key:
         problems.append(
             (

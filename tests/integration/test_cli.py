@@ -280,3 +280,19 @@ def test_validate_refuses_credentials_in_the_moengage_url_without_printing_them(
     assert result.returncode == 1
     assert "error: moengage.base_url: credentials in a URL are not allowed" in result.stdout
     assert "url-pw-6c6c" not in result.stdout + result.stderr
+
+
+def test_an_empty_api_key_file_is_named_by_validate_and_stops_run(tmp_path: Path) -> None:
+    key = tmp_path / "api-key"
+    key.write_text("\n")
+    path = _offline_config(tmp_path)
+    env = {"PATH": os.environ.get("PATH", ""), "MOENGAGE_WORKSPACE_ID": "W"}
+    env["MOENGAGE_API_KEY_FILE"] = str(key)
+    result = cli("validate", "--config", str(path), env=env)
+    assert result.returncode == 0
+    assert f"warning: moengage.api_key: {key} (named by MOENGAGE_API_KEY_FILE) is empty" in (
+        result.stdout
+    )
+    result = cli("run", "--config", str(path), env=env)
+    assert result.returncode == 2
+    assert f"{key} (named by MOENGAGE_API_KEY_FILE) is empty" in result.stderr

@@ -239,3 +239,73 @@ pipeline:
     s = load_settings(f, environ={})
     assert s.topics[0].transform == s.topics[1].transform
     assert (s.pipeline.commit_interval_ms, s.pipeline.consume_batch_size) == (2000, 10)
+
+
+# ----- credentials: where they come from, what a problem says -------------------------------------
+
+
+def _settings() -> Any:
+    return parse_settings(minimal_raw(), base_dir=Path("."), environ={})
+
+
+def _key_file_settings(path: Path) -> Any:
+    raw = minimal_raw(moengage={"base_url": "http://127.0.0.1:9", "api_key_file": str(path)})
+    return parse_settings(raw, base_dir=Path("."), environ={})
+
+
+def _credential_problems(settings: Any, env: dict[str, str]) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        resolve_credentials(settings, {"MOENGAGE_WORKSPACE_ID": "W", **env})
+    return dict(info.value.problems)
+
+
+def test_an_empty_api_key_file_says_so_and_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("\n")
+    problems = _credential_problems(_key_file_settings(tmp_path / "key"), {})
+    assert problems == {
+        "moengage.api_key_file": f"{tmp_path / 'key'} (named by moengage.api_key_file) is empty"
+    }
+
+
+def test_an_empty_file_named_by_the_environment_says_so_and_names_it(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("")
+    problems = _credential_problems(_settings(), {"MOENGAGE_API_KEY_FILE": str(tmp_path / "key")})
+    message = problems["moengage.api_key"]
+    assert message == f"{tmp_path / 'key'} (named by MOENGAGE_API_KEY_FILE) is empty"
+
+
+def test_a_missing_key_file_names_its_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "key"
+    problems = _credential_problems(_key_file_settings(missing), {})
+    assert str(missing) in problems["moengage.api_key_file"]
+    assert "No such file or directory" in problems["moengage.api_key_file"]
+
+
+def test_a_missing_workspace_id_file_names_its_path(tmp_path: Path) -> None:
+    missing = tmp_path / "ws"
+    with pytest.raises(ConfigError) as info:
+        resolve_credentials(
+            _settings(), {"MOENGAGE_WORKSPACE_ID_FILE": str(missing), "MOENGAGE_API_KEY": "K"}
+        )
+    assert str(missing) in dict(info.value.problems)["moengage.workspace_id"]
+
+
+@pytest.mark.parametrize("raw", ["key-1234\n", "  key-1234\r\n", "\tkey-1234 \n\n"])
+def test_a_key_from_the_environment_and_from_a_file_are_stripped_alike(
+    tmp_path: Path, raw: str
+) -> None:
+    (tmp_path / "key").write_text(raw)
+    from_file = resolve_credentials(
+        _settings(), {"MOENGAGE_WORKSPACE_ID": "W", "MOENGAGE_API_KEY_FILE": str(tmp_path / "key")}
+    )
+    from_env = resolve_credentials(
+        _settings(), {"MOENGAGE_WORKSPACE_ID": "W\n", "MOENGAGE_API_KEY": raw}
+    )
+    assert from_file.api_key.get_secret_value() == "key-1234"
+    assert from_env.api_key.get_secret_value() == "key-1234"
+    assert from_env.workspace_id == "W"
+
+
+def test_a_blank_key_in_the_environment_is_reported_as_empty() -> None:
+    problems = _credential_problems(_settings(), {"MOENGAGE_API_KEY": " \n"})
+    assert problems == {"moengage.api_key": "MOENGAGE_API_KEY is set but empty"}
