@@ -13,7 +13,13 @@ from typing import Any
 import orjson
 
 from connector import __version__
-from connector.config import Settings, load_settings, resolve_credentials, secret_values
+from connector.config import (
+    Settings,
+    load_settings,
+    log_level,
+    resolve_credentials,
+    secret_values,
+)
 from connector.errors import BadRecordError, ConfigError, ConnectorError, RecordRef
 
 EPILOG = "Documentation: README.md (configuration reference, delivery guarantees, exit codes)."
@@ -137,14 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(settings: Settings) -> None:
-    import os  # noqa: PLC0415
-
+    """Log at ``logging.level`` or ``MOENGAGE_CONNECTOR_LOG_LEVEL``; ConfigError on a bad one."""
     from connector.observability.logging import configure  # noqa: PLC0415
 
-    level = os.environ.get("MOENGAGE_CONNECTOR_LOG_LEVEL", settings.logging.level).lower()
-    if level not in {"debug", "info", "warning", "error"}:
-        level = settings.logging.level
-    configure(level, settings.logging.format)
+    configure(log_level(settings), settings.logging.format)
 
 
 def _stop_during_startup(signum: int, _frame: object) -> None:
@@ -184,6 +186,10 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         build_pipelines(settings)
         build_validator(settings)
+    except ConfigError as e:
+        problems.extend(e.problems)
+    try:
+        log_level(settings)
     except ConfigError as e:
         problems.extend(e.problems)
     if problems:

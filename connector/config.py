@@ -304,10 +304,38 @@ class ValidationSettings(_Frozen):
     )
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVEL_ENV = "MOENGAGE_CONNECTOR_LOG_LEVEL"
+
+
 class LoggingSettings(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
     log_record_contents: bool = False
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _any_case(cls, v: Any) -> Any:
+        # The environment override has always been case-insensitive; the key is too.
+        return v.strip().lower() if isinstance(v, str) else v
+
+
+def log_level(settings: Settings, environ: Mapping[str, str] | None = None) -> str:
+    """The level to log at: ``MOENGAGE_CONNECTOR_LOG_LEVEL`` when set, else ``logging.level``.
+    An unknown level is a ``ConfigError`` that lists the valid ones, not a silent fallback."""
+    env = os.environ if environ is None else environ
+    raw = env.get(LOG_LEVEL_ENV, "")
+    if not raw.strip():
+        return settings.logging.level
+    level = raw.strip().lower()
+    if level not in LOG_LEVELS:
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        problem = (
+            f"{LOG_LEVEL_ENV} (which overrides this key) is {shown!r}: "
+            f"use one of {', '.join(LOG_LEVELS)}"
+        )
+        raise ConfigError([("logging.level", problem)])
+    return level
 
 
 class ObservabilitySettings(_Frozen):

@@ -21,6 +21,12 @@ _secrets: set[str] = set()
 # "scheme://user:password@": configuration refuses credentials in URLs, and any URL that still
 # reaches a log line (from a library, an error message) loses its user info.
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+@")
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def register_secret(value: str | None) -> None:
@@ -76,7 +82,10 @@ def redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutabl
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
-    """Configure structlog once for the process."""
+    """Configure structlog once for the process. ``level`` is debug, info, warning or error."""
+    threshold = _LEVELS.get(level.lower())
+    if threshold is None:
+        raise ValueError(f"unknown log level {level!r}: use one of {', '.join(_LEVELS)}")
     out = stream or sys.stderr
     renderer: Any
     use_console = fmt == "console" or (fmt == "auto" and hasattr(out, "isatty") and out.isatty())
@@ -93,9 +102,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[*processors, renderer, _redact_rendered],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )

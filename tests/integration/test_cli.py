@@ -296,3 +296,16 @@ def test_an_empty_api_key_file_is_named_by_validate_and_stops_run(tmp_path: Path
     result = cli("run", "--config", str(path), env=env)
     assert result.returncode == 2
     assert f"{key} (named by MOENGAGE_API_KEY_FILE) is empty" in result.stderr
+
+
+def test_an_unknown_log_level_in_the_environment_is_a_configuration_error(tmp_path: Path) -> None:
+    path = _offline_config(tmp_path)
+    env = _env(MOENGAGE_CONNECTOR_LOG_LEVEL="verbose")
+    result = cli("validate", "--config", str(path), env=env)
+    assert result.returncode == 1
+    assert "error: logging.level: MOENGAGE_CONNECTOR_LOG_LEVEL" in result.stdout
+    assert "debug, info, warning, error" in result.stdout
+    result = cli("run", "--config", str(path), env=env)
+    assert result.returncode == 2
+    assert "debug, info, warning, error" in result.stderr
+    assert "Traceback" not in result.stderr
