@@ -149,6 +149,16 @@ def _configure_logging(settings: Settings) -> None:
     configure(log_level(settings), settings.logging.format)
 
 
+def _check_kafka_config(settings: Settings) -> None:
+    """What librdkafka would refuse when the consumer is created: a ConfigError (exit 2) naming
+    ``kafka.<property>`` now, rather than a traceback once the run has started."""
+    from connector.source.clientconfig import kafka_config_problems  # noqa: PLC0415
+
+    problems = kafka_config_problems(settings)
+    if problems:
+        raise ConfigError(problems)
+
+
 def _stop_during_startup(signum: int, _frame: object) -> None:
     # Nothing has been read yet, so there is nothing to drain or commit: a clean exit.
     raise SystemExit(0)
@@ -167,6 +177,7 @@ def _run(args: argparse.Namespace) -> int:
     for secret in secret_values(settings):
         register_secret(secret)
     _configure_logging(settings)
+    _check_kafka_config(settings)
 
     async def go() -> int:
         return await Connector(settings, creds).run()
@@ -176,13 +187,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from connector.pipeline import build_pipelines, build_validator  # noqa: PLC0415
+    from connector.source.clientconfig import kafka_config_problems  # noqa: PLC0415
 
     try:
         settings = load_settings(args.config)
     except ConfigError as e:
         _print_problems(e)
         return 1
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = kafka_config_problems(settings)
     try:
         build_pipelines(settings)
         build_validator(settings)

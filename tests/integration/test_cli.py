@@ -309,3 +309,36 @@ def test_an_unknown_log_level_in_the_environment_is_a_configuration_error(tmp_pa
     assert result.returncode == 2
     assert "debug, info, warning, error" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+BAD_KAFKA = {
+    "kafka.sesion.timeout.ms": {"sesion.timeout.ms": 45000},
+    "kafka.session.timeout.ms": {"session.timeout.ms": "soon"},
+    "kafka.sasl.mechanism": {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM_SHA_512",
+        "sasl.username": "connector",
+        "sasl.password": "scram-pw-1b1b",
+    },
+}
+
+
+@pytest.mark.parametrize(("key", "kafka"), BAD_KAFKA.items(), ids=BAD_KAFKA.keys())
+def test_validate_names_a_property_librdkafka_refuses(
+    key: str, kafka: dict[str, Any], tmp_path: Path
+) -> None:
+    result = cli("validate", "--config", str(_offline_config(tmp_path, **kafka)), env=_env())
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"error: {key}: " in result.stdout
+    assert "OK" not in result.stdout
+
+
+@pytest.mark.parametrize(("key", "kafka"), BAD_KAFKA.items(), ids=BAD_KAFKA.keys())
+def test_run_stops_with_exit_2_naming_a_property_librdkafka_refuses(
+    key: str, kafka: dict[str, Any], tmp_path: Path
+) -> None:
+    result = cli("run", "--config", str(_offline_config(tmp_path, **kafka)), env=_env())
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"  {key}: " in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "scram-pw-1b1b" not in result.stdout + result.stderr

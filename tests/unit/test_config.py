@@ -11,6 +11,8 @@ from connector.config import (
     resolve_credentials,
 )
 from connector.errors import ConfigError
+from connector.source import clientconfig
+from connector.source.clientconfig import kafka_config_problems
 from tests.unit.configs import minimal_raw
 
 
@@ -309,3 +311,100 @@ def test_a_key_from_the_environment_and_from_a_file_are_stripped_alike(
 def test_a_blank_key_in_the_environment_is_reported_as_empty() -> None:
     problems = _credential_problems(_settings(), {"MOENGAGE_API_KEY": " \n"})
     assert problems == {"moengage.api_key": "MOENGAGE_API_KEY is set but empty"}
+
+
+# ----- librdkafka properties ---------------------------------------------------------------------
+
+
+def _kafka_problems(extra: dict[str, Any], dead_letters: bool = False) -> dict[str, str]:
+    raw = minimal_raw(kafka={"bootstrap.servers": "127.0.0.1:1", "group.id": "g", **extra})
+    if dead_letters:
+        raw["topics"][0]["dead_letter_topic"] = "users.dlq"
+    return dict(kafka_config_problems(parse_settings(raw, base_dir=Path("."), environ={})))
+
+
+def test_a_valid_kafka_section_has_no_librdkafka_problems() -> None:
+    profile = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanisms": "SCRAM-SHA-512",
+        "sasl.username": "u",
+        "sasl.password": "p",
+        "client.id": "c",
+    }
+    assert _kafka_problems(profile, dead_letters=True) == {}
+
+
+def test_a_misspelt_librdkafka_property_is_named_with_a_suggestion() -> None:
+    problems = _kafka_problems({"sesion.timeout.ms": 45000})
+    assert "unknown librdkafka property" in problems["kafka.sesion.timeout.ms"]
+    assert "did you mean 'session.timeout.ms'?" in problems["kafka.sesion.timeout.ms"]
+
+
+def test_a_bad_librdkafka_value_is_named_with_the_value() -> None:
+    problems = _kafka_problems({"session.timeout.ms": "soon"})
+    assert set(problems) == {"kafka.session.timeout.ms"}
+    assert "invalid value 'soon'" in problems["kafka.session.timeout.ms"]
+
+
+@pytest.mark.parametrize("key", ["sasl.mechanism", "sasl.mechanisms"])
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-999", "PLAINTEXT", "scram-sha-512"])
+def test_an_unsupported_sasl_mechanism_is_named_at_the_key_the_user_wrote(
+    key: str, mechanism: str
+) -> None:
+    sasl = {"security.protocol": "SASL_SSL", "sasl.username": "u", "sasl.password": "p"}
+    problems = _kafka_problems({**sasl, key: mechanism})
+    assert set(problems) == {f"kafka.{key}"}
+    assert f"invalid value '{mechanism}'" in problems[f"kafka.{key}"]
+    assert "use one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512" in problems[f"kafka.{key}"]
+
+
+def test_every_bad_librdkafka_property_is_listed_at_once() -> None:
+    problems = _kafka_problems(
+        {"sesion.timeout.ms": 1, "fetch.wait.max.ms": "later", "security.protocol": "tls"}
+    )
+    assert set(problems) == {
+        "kafka.sesion.timeout.ms",
+        "kafka.fetch.wait.max.ms",
+        "kafka.security.protocol",
+    }
+
+
+def test_a_property_only_the_dead_letter_producer_refuses_is_named() -> None:
+    extra = {"max.in.flight.requests.per.connection": 10}
+    assert _kafka_problems(extra) == {}  # the consumer does not care
+    problems = _kafka_problems(extra, dead_letters=True)
+    assert "dead-letter producer" in problems["kafka.max.in.flight.requests.per.connection"]
+
+
+def test_a_librdkafka_message_never_echoes_a_secret() -> None:
+    # Contrived so that librdkafka quotes a secret: the mechanism is set to the password.
+    problems = _kafka_problems(
+        {
+            "security.protocol": "SASL_SSL",
+            "sasl.password": "pw-1f2e-secret",
+            "sasl.mechanism": "pw-1f2e-secret",
+        }
+    )
+    assert "kafka.sasl.mechanism" in problems
+    assert "pw-1f2e-secret" not in " ".join(problems.values())
+
+
+def test_the_librdkafka_check_contacts_no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[dict[str, Any]] = []
+
+    class Recording:
+        def __init__(self, config: dict[str, Any]) -> None:
+            seen.append(config)
+
+        def close(self) -> None:
+            pass
+
+        def flush(self, timeout: float) -> int:
+            return 0
+
+    monkeypatch.setattr(clientconfig, "Consumer", Recording)
+    monkeypatch.setattr(clientconfig, "Producer", Recording)
+    assert _kafka_problems({}, dead_letters=True) == {}
+    assert len(seen) == 2
+    assert not [c for c in seen if "bootstrap.servers" in c]
+    assert seen[0]["group.id"] == "g"  # the consumer's configuration, less the broker list
