@@ -13,7 +13,13 @@ from typing import Any
 import orjson
 
 from connector import __version__
-from connector.config import Settings, load_settings, resolve_credentials, secret_values
+from connector.config import (
+    Settings,
+    load_settings,
+    log_level,
+    resolve_credentials,
+    secret_values,
+)
 from connector.errors import BadRecordError, ConfigError, ConnectorError, RecordRef
 
 EPILOG = "Documentation: README.md (configuration reference, delivery guarantees, exit codes)."
@@ -137,14 +143,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(settings: Settings) -> None:
-    import os  # noqa: PLC0415
-
+    """Log at ``logging.level`` or ``MOENGAGE_CONNECTOR_LOG_LEVEL``; ConfigError on a bad one."""
     from connector.observability.logging import configure  # noqa: PLC0415
 
-    level = os.environ.get("MOENGAGE_CONNECTOR_LOG_LEVEL", settings.logging.level).lower()
-    if level not in {"debug", "info", "warning", "error"}:
-        level = settings.logging.level
-    configure(level, settings.logging.format)
+    configure(log_level(settings), settings.logging.format)
+
+
+def _check_kafka_config(settings: Settings) -> None:
+    """What librdkafka would refuse when the consumer is created: a ConfigError (exit 2) naming
+    ``kafka.<property>`` now, rather than a traceback once the run has started."""
+    from connector.source.clientconfig import kafka_config_problems  # noqa: PLC0415
+
+    problems = kafka_config_problems(settings)
+    if problems:
+        raise ConfigError(problems)
 
 
 def _stop_during_startup(signum: int, _frame: object) -> None:
@@ -165,6 +177,7 @@ def _run(args: argparse.Namespace) -> int:
     for secret in secret_values(settings):
         register_secret(secret)
     _configure_logging(settings)
+    _check_kafka_config(settings)
 
     async def go() -> int:
         return await Connector(settings, creds).run()
@@ -174,16 +187,21 @@ def _run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from connector.pipeline import build_pipelines, build_validator  # noqa: PLC0415
+    from connector.source.clientconfig import kafka_config_problems  # noqa: PLC0415
 
     try:
         settings = load_settings(args.config)
     except ConfigError as e:
         _print_problems(e)
         return 1
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = kafka_config_problems(settings)
     try:
         build_pipelines(settings)
         build_validator(settings)
+    except ConfigError as e:
+        problems.extend(e.problems)
+    try:
+        log_level(settings)
     except ConfigError as e:
         problems.extend(e.problems)
     if problems:

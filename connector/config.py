@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from connector.errors import ConfigError
+from connector.safeyaml import load_yaml
 
 # librdkafka / Schema Registry properties whose values are secrets: masked wherever settings print.
 SECRET_KEYS = frozenset(
@@ -351,10 +352,38 @@ class ValidationSettings(_Frozen):
         return v
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVEL_ENV = "MOENGAGE_CONNECTOR_LOG_LEVEL"
+
+
 class LoggingSettings(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
     log_record_contents: bool = False
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _any_case(cls, v: Any) -> Any:
+        # The environment override has always been case-insensitive; the key is too.
+        return v.strip().lower() if isinstance(v, str) else v
+
+
+def log_level(settings: Settings, environ: Mapping[str, str] | None = None) -> str:
+    """The level to log at: ``MOENGAGE_CONNECTOR_LOG_LEVEL`` when set, else ``logging.level``.
+    An unknown level is a ``ConfigError`` that lists the valid ones, not a silent fallback."""
+    env = os.environ if environ is None else environ
+    raw = env.get(LOG_LEVEL_ENV, "")
+    if not raw.strip():
+        return settings.logging.level
+    level = raw.strip().lower()
+    if level not in LOG_LEVELS:
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        problem = (
+            f"{LOG_LEVEL_ENV} (which overrides this key) is {shown!r}: "
+            f"use one of {', '.join(LOG_LEVELS)}"
+        )
+        raise ConfigError([("logging.level", problem)])
+    return level
 
 
 class ObservabilitySettings(_Frozen):
@@ -536,21 +565,67 @@ def _loc_to_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+# Where credentials go instead of a URL's user info, per section of the configuration.
+_URL_CREDENTIAL_HINTS = {
+    "moengage": "the connector authenticates with the workspace id and the API key from "
+    "MOENGAGE_API_KEY or MOENGAGE_API_KEY_FILE (see 'Data API overview')",
+    "schema_registry": "put them in schema_registry.properties 'basic.auth.user.info' "
+    "(e.g. '${SR_USER}:${SR_PASSWORD}' from the environment)",
+    "kafka": "give them to librdkafka through their own properties (sasl.username, "
+    "sasl.password, sasl.oauthbearer.client.secret, ...)",
+}
+
+
+def url_credential_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every URL setting (a key named ``url`` or ending in ``url``, in any section but the topics)
+    that carries ``user:password@``. Such a password would be printed wherever the URL is, and
+    MoEngage's client refuses user info next to its own Authorization header."""
+    problems: list[tuple[str, str]] = []
+
+    def walk(value: Any, path: str, section: str, key: str) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, _join(path, str(k)), section, str(k))
+        elif isinstance(value, str) and key.lower().endswith("url") and _has_userinfo(value):
+            hint = _URL_CREDENTIAL_HINTS.get(section, "pass credentials through their own settings")
+            problems.append(
+                (path, f"credentials in a URL are not allowed: remove 'user:password@' and {hint}")
+            )
+
+    for section, value in data.items():
+        if section != "topics":
+            walk(value, str(section), str(section), str(section))
+    return problems
+
+
+def _has_userinfo(url: str) -> bool:
+    for one in url.split(","):
+        try:
+            if "@" in urlsplit(one.strip()).netloc:
+                return True
+        except ValueError:  # not a URL at all: the setting's own validation says so
+            continue
+    return False
+
+
 def parse_settings(raw: Any, *, base_dir: Path, environ: Mapping[str, str]) -> Settings:
     """Validate an already-parsed YAML document; raise ConfigError listing every problem."""
     if not isinstance(raw, dict):
         raise ConfigError([("", "the configuration must be a YAML mapping")])
     data = interpolate(raw, environ)
+    problems = url_credential_problems(data)
     try:
-        return Settings.model_validate({**data, "base_dir": base_dir})
+        settings = Settings.model_validate({**data, "base_dir": base_dir})
     except PydanticValidationError as e:
-        problems = []
         for err in e.errors(include_url=False, include_input=False):
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check the spelling against the configuration reference)"
             problems.append((_loc_to_path(err["loc"]), msg))
         raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return settings
 
 
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
@@ -562,7 +637,7 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
     except OSError as e:
         raise ConfigError([("", f"cannot read {p}: {e.strerror}")]) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text, str(p))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -581,16 +656,31 @@ class Credentials(BaseModel):
 
 
 def _from_env_or_file(
-    name: str, environ: Mapping[str, str], file_override: Path | None
+    name: str, environ: Mapping[str, str], file_override: Path | None, file_key: str | None = None
 ) -> tuple[str | None, str | None]:
-    """Return (value, problem). A file wins over the plain variable; content is stripped."""
-    file_name = str(file_override) if file_override else environ.get(f"{name}_FILE")
+    """Return (value, problem). A file wins over the plain variable; either value is stripped of
+    surrounding whitespace (a trailing newline from ``echo`` or a Secret), and an empty one is a
+    problem that says where it came from."""
+    if file_override:
+        file_name, named_by = str(file_override), file_key or f"{name}_FILE"
+    else:
+        file_name, named_by = environ.get(f"{name}_FILE", ""), f"{name}_FILE"
     if file_name:
         try:
-            return Path(file_name).read_text(encoding="utf-8").strip(), None
+            value = Path(file_name).read_text(encoding="utf-8").strip()
         except OSError as e:
-            return None, f"cannot read the file named for {name}: {e.strerror}"
-    return environ.get(name) or None, None
+            return None, f"cannot read {file_name} (named by {named_by}): {e.strerror}"
+        except UnicodeDecodeError:
+            return None, f"{file_name} (named by {named_by}) is not UTF-8 text"
+        if not value:
+            return None, f"{file_name} (named by {named_by}) is empty"
+        return value, None
+    if name not in environ:
+        return None, None
+    value = environ[name].strip()
+    if not value:
+        return None, f"{name} is set but empty"
+    return value, None
 
 
 def resolve_credentials(
@@ -611,9 +701,10 @@ def resolve_credentials(
                     "not set: set MOENGAGE_WORKSPACE_ID or MOENGAGE_WORKSPACE_ID_FILE",
                 )
             )
-    api_key, problem = _from_env_or_file("MOENGAGE_API_KEY", env, settings.moengage.api_key_file)
+    key_file = settings.moengage.api_key_file
+    api_key, problem = _from_env_or_file("MOENGAGE_API_KEY", env, key_file, "moengage.api_key_file")
     if problem:
-        problems.append(("moengage.api_key_file", problem))
+        problems.append(("moengage.api_key_file" if key_file else "moengage.api_key", problem))
     elif not api_key:
         problems.append(
             (

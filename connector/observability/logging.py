@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
@@ -17,6 +18,15 @@ import structlog
 
 REDACTED = "[redacted]"
 _secrets: set[str] = set()
+# "scheme://user:password@": configuration refuses credentials in URLs, and any URL that still
+# reaches a log line (from a library, an error message) loses its user info.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+@")
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def register_secret(value: str | None) -> None:
@@ -37,6 +47,8 @@ def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if "@" in text and "://" in text:
+        text = _URL_USERINFO.sub(r"\1***@", text)
     return text
 
 
@@ -57,20 +69,23 @@ def _scrub(value: Any) -> Any:
 
 def _redact_rendered(_: Any, __: str, rendered: Any) -> Any:
     """The last step, on the rendered line itself: whatever a renderer made of a value, no
-    registered secret reaches the output."""
-    return redact(rendered) if _secrets and isinstance(rendered, str) else rendered
+    registered secret and no URL user info reaches the output."""
+    return redact(rendered) if isinstance(rendered, str) else rendered
 
 
 def redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if not _secrets:
-        return event
+        return event  # URL user info is masked on the rendered line
     for key, value in list(event.items()):
         event[key] = _scrub(value)
     return event
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
-    """Configure structlog once for the process."""
+    """Configure structlog once for the process. ``level`` is debug, info, warning or error."""
+    threshold = _LEVELS.get(level.lower())
+    if threshold is None:
+        raise ValueError(f"unknown log level {level!r}: use one of {', '.join(_LEVELS)}")
     out = stream or sys.stderr
     renderer: Any
     use_console = fmt == "console" or (fmt == "auto" and hasattr(out, "isatty") and out.isatty())
@@ -87,9 +102,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[*processors, renderer, _redact_rendered],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )

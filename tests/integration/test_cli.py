@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -221,3 +222,123 @@ def test_preview_prints_elements_for_a_real_topic_without_committing(
     assert {d["elements"][0]["customer_id"] for d in ok} <= {e["user_id"] for e in rows}
     assert "nothing committed" in result.stdout
     assert all(off < 0 for off in committed_offsets(broker.bootstrap, group, topic).values())
+
+
+# ----- configuration problems found before anything connects --------------------------------------
+
+CREDENTIALS_ENV = {"MOENGAGE_WORKSPACE_ID": "W", "MOENGAGE_API_KEY": "cli-test-key-5a5a"}
+
+
+def _offline_config(tmp_path: Path, **kafka: Any) -> Path:
+    """A configuration whose broker and MoEngage are unreachable: any run must stop at config."""
+    cfg = {
+        "moengage": {"base_url": "http://127.0.0.1:9"},
+        "kafka": {"bootstrap.servers": "127.0.0.1:1", "group.id": "g", **kafka},
+        "topics": [
+            {
+                "name": "users",
+                "format": "json",
+                "transform": {"mapping": {"type": "customer", "customer_id": "user_id"}},
+            }
+        ],
+        "observability": {"enabled": False},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", ""), **CREDENTIALS_ENV, **extra}
+
+
+def test_validate_refuses_an_alias_bomb_with_a_message(tmp_path: Path) -> None:
+    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]")
+    path = _offline_config(tmp_path)
+    path.write_text(path.read_text() + "x-lol:\n" + "".join(f"  {line}\n" for line in levels))
+    result = cli("validate", "--config", str(path), env=_env())
+    assert result.returncode == 1
+    assert "more than 100,000 values through YAML aliases" in result.stdout
+
+
+def test_validate_refuses_a_duplicate_key_naming_it_and_its_lines(tmp_path: Path) -> None:
+    path = _offline_config(tmp_path)
+    path.write_text(path.read_text() + "observability:\n  enabled: true\n")
+    result = cli("validate", "--config", str(path), env=_env())
+    assert result.returncode == 1
+    assert "error: observability: duplicate key at line" in result.stdout
+
+
+def test_validate_refuses_credentials_in_the_moengage_url_without_printing_them(
+    tmp_path: Path,
+) -> None:
+    path = _offline_config(tmp_path)
+    path.write_text(path.read_text().replace("http://127.0.0.1:9", "http://bob:url-pw-6c6c@h:9"))
+    result = cli("validate", "--config", str(path), env=_env())
+    assert result.returncode == 1
+    assert "error: moengage.base_url: credentials in a URL are not allowed" in result.stdout
+    assert "url-pw-6c6c" not in result.stdout + result.stderr
+
+
+def test_an_empty_api_key_file_is_named_by_validate_and_stops_run(tmp_path: Path) -> None:
+    key = tmp_path / "api-key"
+    key.write_text("\n")
+    path = _offline_config(tmp_path)
+    env = {"PATH": os.environ.get("PATH", ""), "MOENGAGE_WORKSPACE_ID": "W"}
+    env["MOENGAGE_API_KEY_FILE"] = str(key)
+    result = cli("validate", "--config", str(path), env=env)
+    assert result.returncode == 0
+    assert f"warning: moengage.api_key: {key} (named by MOENGAGE_API_KEY_FILE) is empty" in (
+        result.stdout
+    )
+    result = cli("run", "--config", str(path), env=env)
+    assert result.returncode == 2
+    assert f"{key} (named by MOENGAGE_API_KEY_FILE) is empty" in result.stderr
+
+
+def test_an_unknown_log_level_in_the_environment_is_a_configuration_error(tmp_path: Path) -> None:
+    path = _offline_config(tmp_path)
+    env = _env(MOENGAGE_CONNECTOR_LOG_LEVEL="verbose")
+    result = cli("validate", "--config", str(path), env=env)
+    assert result.returncode == 1
+    assert "error: logging.level: MOENGAGE_CONNECTOR_LOG_LEVEL" in result.stdout
+    assert "debug, info, warning, error" in result.stdout
+    result = cli("run", "--config", str(path), env=env)
+    assert result.returncode == 2
+    assert "debug, info, warning, error" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+BAD_KAFKA = {
+    "kafka.sesion.timeout.ms": {"sesion.timeout.ms": 45000},
+    "kafka.session.timeout.ms": {"session.timeout.ms": "soon"},
+    "kafka.sasl.mechanism": {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM_SHA_512",
+        "sasl.username": "connector",
+        "sasl.password": "scram-pw-1b1b",
+    },
+}
+
+
+@pytest.mark.parametrize(("key", "kafka"), BAD_KAFKA.items(), ids=BAD_KAFKA.keys())
+def test_validate_names_a_property_librdkafka_refuses(
+    key: str, kafka: dict[str, Any], tmp_path: Path
+) -> None:
+    result = cli("validate", "--config", str(_offline_config(tmp_path, **kafka)), env=_env())
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"error: {key}: " in result.stdout
+    assert "OK" not in result.stdout
+
+
+@pytest.mark.parametrize(("key", "kafka"), BAD_KAFKA.items(), ids=BAD_KAFKA.keys())
+def test_run_stops_with_exit_2_naming_a_property_librdkafka_refuses(
+    key: str, kafka: dict[str, Any], tmp_path: Path
+) -> None:
+    result = cli("run", "--config", str(_offline_config(tmp_path, **kafka)), env=_env())
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"  {key}: " in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "scram-pw-1b1b" not in result.stdout + result.stderr

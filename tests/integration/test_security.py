@@ -12,13 +12,18 @@ in, and ``--cert``/``--key`` are accepted but the listener stays plaintext. The 
 from __future__ import annotations
 
 import base64
+import os
 import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from connector.devtools.broker import LocalBroker
@@ -41,6 +46,7 @@ from tests.integration.conftest import (
 SR_USER = "sr-connector"
 SR_PASSWORD = "sr-pw-Zq8v1c7M"
 WRONG_PASSWORD = "wrong-sr-pw-Kd93xa"
+URL_PASSWORD = "url-pw-Hq27Lm"
 MAPPING = {
     "type": "customer",
     "customer_id": "user_id",
@@ -161,3 +167,38 @@ def test_wrong_registry_credentials_stop_the_connector_without_commits_or_leaks(
     committed = committed_offsets(broker.bootstrap, group, topic)
     assert set(committed) == set(ends)
     assert all(offset < 0 for offset in committed.values()), committed
+
+
+def test_credentials_in_the_moengage_url_stop_run_before_anything_prints_them(
+    tmp_path: Path,
+) -> None:
+    """Before: `validate` said OK, `connector_starting` printed the password, and every request
+    failed inside aiohttp until the lanes crashed (exit 1). Now `run` refuses it as configuration
+    (exit 2) and the password is in no output."""
+    cfg = {
+        "moengage": {"base_url": "http://bob:${URL_PW}@127.0.0.1:9"},
+        "kafka": {"bootstrap.servers": "127.0.0.1:1", "group.id": "g"},
+        "topics": [{"name": "t", "format": "json", "transform": {"mapping": MAPPING}}],
+        "observability": {"enabled": False},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "MOENGAGE_WORKSPACE_ID": "W",
+        "MOENGAGE_API_KEY": "key-7e7e",
+        "URL_PW": URL_PASSWORD,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "connector", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == ExitCode.CONFIG, result.stderr
+    assert "moengage.base_url: credentials in a URL are not allowed" in result.stderr
+    assert "MOENGAGE_API_KEY" in result.stderr
+    assert URL_PASSWORD not in result.stdout + result.stderr
+    assert "connector_starting" not in result.stderr

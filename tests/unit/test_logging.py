@@ -16,6 +16,7 @@ import structlog
 
 from connector.cli import _configure_logging
 from connector.config import Settings, parse_settings, secret_values
+from connector.errors import ConfigError
 from connector.observability import logging as connector_logging
 from connector.observability.logging import (
     REDACTED,
@@ -187,10 +188,55 @@ def test_environment_variable_raises_the_configured_level_case_insensitively(
     assert _events_logged_via_cli(monkeypatch, "debug", "ERROR") == ["e"]
 
 
-def test_unknown_environment_level_falls_back_to_the_configured_one(
+def test_unknown_environment_level_is_an_error_that_lists_the_valid_levels(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert _events_logged_via_cli(monkeypatch, "info", "verbose") == ["i", "w", "e"]
+    with pytest.raises(ConfigError) as info:
+        _events_logged_via_cli(monkeypatch, "info", "verbose")
+    ((path, message),) = info.value.problems
+    assert path == "logging.level"
+    assert "MOENGAGE_CONNECTOR_LOG_LEVEL" in message
+    assert "'verbose'" in message
+    assert "debug, info, warning, error" in message
+
+
+def test_unknown_configured_level_is_an_error_that_lists_the_valid_levels() -> None:
+    with pytest.raises(ConfigError) as info:
+        _settings(logging={"level": "verbose"})
+    message = dict(info.value.problems)["logging.level"]
+    assert all(f"'{level}'" in message for level in ("debug", "info", "warning", "error"))
+
+
+def test_configured_level_is_case_insensitive_like_the_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _events_logged_via_cli(monkeypatch, "WARNING", None) == ["w", "e"]
+
+
+def test_configure_refuses_an_unknown_level_naming_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="debug, info, warning, error"):
+        configure("verbose", "json", io.StringIO())
+
+
+# ----- URLs --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_user_info_of_any_url_in_a_log_line_is_masked(fmt: str) -> None:
+    """Configuration refuses credentials in URLs; a URL that reaches a line anyway (from a
+    library, an error) loses its user info even when no secret is registered."""
+    out = io.StringIO()
+    configure("info", fmt, out)
+    structlog.get_logger().info(
+        "connector_starting",
+        endpoint="http://bob:PW-9f8e@host:8080/v1/transition/W",
+        error="cannot reach https://sr-user:sr-pw-4d4d@sr.example/subjects",
+    )
+    (line,) = _lines(out)
+    assert "PW-9f8e" not in line
+    assert "sr-pw-4d4d" not in line
+    assert "http://***@host:8080/v1/transition/W" in line
+    assert "https://***@sr.example/subjects" in line
 
 
 # ----- redaction ---------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from connector.config import Settings, parse_settings, secret_values
+from connector.config import SchemaRegistrySettings, Settings, parse_settings, secret_values
 from connector.deadletter import producer_config
-from connector.errors import ConfigError
+from connector.errors import ConfigError, SchemaRegistryError
+from connector.source.decoding import SchemaLookup
 from tests.unit.configs import minimal_raw
 
 # Profiles as a user would write them under `kafka:` (values are made up, never real secrets).
@@ -209,22 +210,97 @@ def test_schema_registry_credentials_are_masked_in_repr_and_str() -> None:
     assert config["basic.auth.user.info"] == "sr-user:sr-basic-pw-1a2b"
 
 
-def test_credentials_in_the_schema_registry_url_are_masked_in_repr() -> None:
-    s = settings({}, registry={"url": "https://sr-user:url-pw-7a8b@sr.example:8081"})
-    assert "url-pw-7a8b" not in repr(s)
-    assert "https://***@sr.example:8081" in repr(s)
+# ----- credentials in URLs ------------------------------------------------------------------------
+
+
+def _url_problems(**over: Any) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(minimal_raw(**over), base_dir=Path("."), environ={"PW": "env-pw-3e3e"})
+    assert "url-pw-7a8b" not in str(info.value)
+    assert "env-pw-3e3e" not in str(info.value)
+    return dict(info.value.problems)
+
+
+def test_credentials_in_the_moengage_base_url_are_refused_with_the_key_and_a_hint() -> None:
+    """aiohttp refuses user info next to the connector's own Authorization header, so every
+    request would fail; and the password would be printed with the endpoint."""
+    problems = _url_problems(moengage={"base_url": "http://bob:url-pw-7a8b@127.0.0.1:9"})
+    assert set(problems) == {"moengage.base_url"}
+    assert "credentials in a URL are not allowed" in problems["moengage.base_url"]
+    assert "MOENGAGE_API_KEY" in problems["moengage.base_url"]
+
+
+def test_credentials_from_the_environment_in_a_url_are_refused_too() -> None:
+    problems = _url_problems(moengage={"base_url": "https://bob:${PW}@api-01.moengage.com"})
+    assert "credentials in a URL" in problems["moengage.base_url"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://sr-user:url-pw-7a8b@sr.example:8081",
+        "https://sr.example:8081,https://sr-user:url-pw-7a8b@sr2.example:8081",
+        "https://url-pw-7a8b@sr.example:8081",  # a token as the user name
+    ],
+)
+def test_credentials_in_the_schema_registry_url_are_refused_with_a_hint(url: str) -> None:
+    problems = _url_problems(schema_registry={"url": url})
+    assert set(problems) == {"schema_registry.url"}
+    assert "basic.auth.user.info" in problems["schema_registry.url"]
+
+
+def test_credentials_in_a_url_valued_kafka_property_are_refused_at_its_key() -> None:
+    kafka = {
+        "bootstrap.servers": "127.0.0.1:1",
+        "group.id": "g",
+        "sasl.oauthbearer.token.endpoint.url": "https://client:url-pw-7a8b@idp.example/token",
+    }
+    problems = _url_problems(kafka=kafka)
+    assert set(problems) == {"kafka.sasl.oauthbearer.token.endpoint.url"}
+    assert "sasl.oauthbearer.client.secret" in problems["kafka.sasl.oauthbearer.token.endpoint.url"]
+
+
+def test_credentials_in_a_url_are_reported_with_the_other_problems() -> None:
+    problems = _url_problems(
+        moengage={"base_url": "http://bob:url-pw-7a8b@127.0.0.1:9", "linger_ms": -1}
+    )
+    assert set(problems) == {"moengage.base_url", "moengage.linger_ms"}
+
+
+def test_urls_without_credentials_and_at_signs_elsewhere_are_accepted() -> None:
+    s = settings(
+        {"sasl.oauthbearer.token.endpoint.url": "https://idp.example/t?login=a@b"},
+        registry={"url": "https://sr.example:8081/@scope"},
+    )
+    assert s.schema_registry is not None
+
+
+def test_a_registry_error_never_shows_user_info_of_the_url() -> None:
+    """Configuration refuses user info in the URL; were one to get through, errors still drop it."""
+
+    class Failing:
+        def get_schema(self, schema_id: int) -> Any:
+            raise OSError("no route to http://sr-user:url-pw-7a8b@sr.example:8081")
+
+    registry = SchemaRegistrySettings.model_construct(
+        url="http://sr-user:url-pw-7a8b@sr.example:8081", properties={}
+    )
+    with pytest.raises(SchemaRegistryError) as info:
+        SchemaLookup(registry, client=Failing()).get(1)
+    assert "url-pw-7a8b" not in str(info.value)
+    assert "http://sr.example:8081" in str(info.value)
 
 
 def test_every_kafka_and_registry_secret_is_listed_for_log_redaction() -> None:
     s = settings(
         {**SASL_SSL_OAUTH, **SSL_MUTUAL_PEM},
         registry={
-            "url": "https://sr-user:url-pw-7a8b@sr.example:8081",
+            "url": "https://sr.example:8081",
             "properties": {"basic.auth.user.info": "key:sr-pw-55e1", "bearer.auth.token": "tok-9"},
         },
     )
     found = secret_values(s)
-    assert {"url-pw-7a8b", "key:sr-pw-55e1", "sr-pw-55e1", "tok-9"} <= found
+    assert {"key:sr-pw-55e1", "sr-pw-55e1", "tok-9"} <= found
     in_use = {v for v in (*SASL_SSL_OAUTH.values(), *SSL_MUTUAL_PEM.values()) if v in SECRET_VALUES}
     assert in_use
     assert in_use <= found
