@@ -286,8 +286,8 @@ def vars_cost(cost: Any) -> dict[str, int]:
 def _verify(args: argparse.Namespace) -> int:
     from connector.errors import FatalApiError  # noqa: PLC0415
     from connector.observability.logging import register_basic_auth  # noqa: PLC0415
-    from connector.sink.export import ExportError  # noqa: PLC0415
-    from connector.verify import verify  # noqa: PLC0415
+    from connector.proof.export import ExportError  # noqa: PLC0415
+    from connector.proof.verify import verify  # noqa: PLC0415
 
     settings = load_settings(args.config)
     path = args.log or settings.observability.delivered_log_path

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 class ConnectorError(Exception):
     """Root of every error the connector raises on purpose."""
 
-    retriable: bool = False
-
 
 class ConfigError(ConnectorError):
     """The configuration is invalid. ``problems`` lists ``(key_path, message)`` pairs."""
@@ -112,13 +110,9 @@ class FatalApiError(ConnectorError):
 
 
 class SchemaRegistryError(ConnectorError):
-    """The Schema Registry could not be reached or answered with an error."""
-
-    retriable = True
+    """The Schema Registry could not be reached or answered with an error (retried)."""
 
 
 class SchemaRegistryAuthError(SchemaRegistryError):
     """The Schema Registry refused the connector's credentials: retrying (or restarting) sends
     the same wrong credentials again, so the connector stops and says which key to fix."""
-
-    retriable = False

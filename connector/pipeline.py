@@ -16,9 +16,9 @@ from connector.config import Settings
 from connector.elements import Element, ElementValidator
 from connector.errors import ConfigError
 from connector.offsets import TopicPartitionKey
+from connector.proof.delivered import DeliveredLog
 from connector.source.decoding import Decoder, SchemaLookup, make_decoder
 from connector.transforms import Record, identifier_keys, load_transform
-from connector.verify import DeliveredLog
 
 
 class ExitCode(IntEnum):

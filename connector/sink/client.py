@@ -8,7 +8,6 @@ Nothing here logs or raises with the API key or the Authorization header in it.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import email.utils
 import time
@@ -259,9 +258,3 @@ class MoEngageClient:
         return classify(
             status, raw, headers, sent_bytes=len(body), url=self.url, secrets=self._secrets
         )
-
-
-async def sleep_until(deadline: float) -> None:
-    delay = deadline - asyncio.get_running_loop().time()
-    if delay > 0:
-        await asyncio.sleep(delay)

@@ -14,10 +14,10 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from connector.errors import FatalApiError
+from connector.proof.export import ExportError, ExportResult, export_users, make_bucket
 from connector.ratelimit import TokenBucket
 from connector.sandbox import SandboxSettings, create_app
 from connector.sink.delivery import RetryPolicy
-from connector.sink.export import ExportError, ExportResult, export_users, make_bucket
 
 WS = "DEMO_WORKSPACE"
 KEY = "demo-api-key"

@@ -18,8 +18,9 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from connector.config import Credentials, Settings, parse_settings
+from connector.proof.delivered import DeliveredLog, read_delivered
+from connector.proof.verify import Mismatch, VerifyReport, verify
 from connector.sandbox import SandboxSettings, create_app
-from connector.verify import DeliveredLog, Mismatch, VerifyReport, read_delivered, verify
 
 WS = "DEMO_WORKSPACE"
 KEY = "demo-api-key"

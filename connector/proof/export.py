@@ -1,4 +1,4 @@
-"""Get User API client (seed 003): look users up by customer id to confirm they were ingested.
+"""Get User API client: look users up by customer id to confirm they were ingested.
 
 A 200 from Bulk Import only means "accepted for processing"; ``POST /v1/customers/export`` is how
 ingestion is confirmed. The documented limits are kept on the client side: at most 20 identifiers
@@ -32,8 +32,8 @@ from connector.sink.delivery import RetryPolicy
 log = structlog.get_logger(__name__)
 
 EXPORT_PATH = "/v1/customers/export"
-MAX_IDENTIFIERS = 20  # seed 003: "20 users per payload"
-USERS_PER_MINUTE = 1000  # seed 003: "1000 users per minute"
+MAX_IDENTIFIERS = 20  # Get User API: "20 users per payload"
+USERS_PER_MINUTE = 1000  # Get User API: "1000 users per minute"
 
 EXPORT_HINTS = {
     **FATAL_HINTS,
@@ -54,8 +54,6 @@ class ExportResult:
 
 class ExportError(ConnectorError):
     """The Get User API gave no usable answer after every retry."""
-
-    retriable = True
 
 
 @dataclass(slots=True)
