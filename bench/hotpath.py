@@ -2,9 +2,10 @@
 
 ``python -m bench.hotpath [--records N] [--profile]`` builds the benchmark's event and user
 records (the same generators, schemas and mappings as ``make bench``), wraps them in real
-``confluent_kafka.Message`` objects and feeds them through the run loop's own per-record code
-(``Connector._handle``: decode, transform, validate, encode, batch, ledger) with the lanes not
-started, so only the loop's work is measured. It prints microseconds per record for each stage
+``confluent_kafka.Message`` objects and feeds them through the run loop's own per-record step
+(``Connector.take``: checkpoint, record processor -- decode, transform, validate, encode, size,
+cost -- and the delivery lanes' batching) with the lanes not started, so only the loop's work is
+measured. It prints microseconds per record for each stage
 alone and for the whole path; ``--profile`` adds a cProfile table of the whole path.
 
 This is where the loop's cost per record is read and attributed; ``make bench`` measures the
@@ -32,8 +33,7 @@ from bench.workload import EVENT_PROPS, EVENT_SEED, SCHEMAS, USER_SEED, schema
 from connector.app import Connector
 from connector.config import Credentials, parse_settings
 from connector.devtools.workload import events, users
-from connector.pipeline import record_from_message
-from connector.ratelimit import Budget
+from connector.processing import record_from_message
 from connector.source.decoding import encode_confluent, encode_raw
 
 EVENTS, USERS = "hot.events", "hot.users"
@@ -74,7 +74,8 @@ def _message(topic: str, offset: int, key: str, value: bytes) -> Message:
 
 
 def _connector() -> Connector:
-    """A connector over the two topics, ready for ``_handle``: lanes built but never started."""
+    """A connector over the two topics, ready for ``take``: built inside the running loop, its
+    lanes and consumer never started (nothing is sent or fetched)."""
     settings = parse_settings(
         {
             "moengage": {
@@ -99,11 +100,9 @@ def _connector() -> Connector:
         environ={},
     )
     conn = Connector(settings, Credentials(workspace_id="HOT", api_key=SecretStr("hot-key")))
-    users_decoder: Any = conn.pipelines[USERS].decoder
+    users_decoder: Any = conn.processor.pipelines[USERS].decoder
     users_decoder._registry = _Registry(schema("user")[1])  # no registry process here
-    # Lanes are never started: nothing is sent.
-    conn.delivery = conn.make_delivery(None, Budget(None, None, 0.0))  # type: ignore[arg-type]
-    conn.ledger.assign([(EVENTS, 0), (USERS, 0)])
+    conn.checkpoint.assigned([(EVENTS, 0), (USERS, 0)])
     return conn
 
 
@@ -124,23 +123,25 @@ async def _main(args: argparse.Namespace) -> int:
     elements: list[Any] = []
 
     def decode() -> None:
-        decoded.extend(conn.pipelines[str(m.topic())].decoder(m.value()) for m in msgs)
+        decoded.extend(conn.processor.pipelines[str(m.topic())].decoder(m.value()) for m in msgs)
 
     def wrap() -> None:
         records.extend(map(record_from_message, msgs, decoded))
 
     def transform() -> None:
         for r in records:
-            elements.extend(conn.pipelines[r.topic].transform(r))
+            elements.extend(conn.processor.pipelines[r.topic].transform(r))
 
     def validate() -> None:
         for e in elements:
-            conn.validator.validate(e)
+            conn.processor.validator.validate(e)
 
     # The whole per-record path runs on a connector of its own (the stages share nothing with it),
     # built here so that '--only setup' builds everything '--only whole' does.
     whole_conn = _connector()
     if args.only == "setup":
+        await conn.close()
+        await whole_conn.close()
         return 0
     rows = []
     if args.only is None:
@@ -151,24 +152,30 @@ async def _main(args: argparse.Namespace) -> int:
             ("validate", _cpu_us(n, validate)),
         ]
 
+    epoch = whole_conn.checkpoint.epoch
+
     def whole() -> None:
+        take = whole_conn.take
         for msg in msgs:
-            coro = whole_conn._handle(msg, 0.0)
+            coro = take(msg, epoch, 0.0)
             try:
                 coro.send(None)  # never suspends: no registry outage, no I/O
             except StopIteration:
                 continue
-            raise AssertionError("_handle suspended")
+            raise AssertionError("take suspended")
 
     profiler = cProfile.Profile() if args.profile else None
     if profiler is not None:
         profiler.enable()
-    rows.append(("whole per-record path (Connector._handle)", _cpu_us(n, whole)))
+    rows.append(("whole per-record path (Connector.take)", _cpu_us(n, whole)))
     if profiler is not None:
         profiler.disable()
-    assert whole_conn.stats.records == n, whole_conn.stats
-    assert whole_conn.stats.bad_records == 0, whole_conn.stats
+    counts = whole_conn.metrics.counts
+    assert whole_conn.checkpoint.ledger.buffered_records == n, counts
+    assert counts.bad_records == 0, counts
 
+    await conn.close()
+    await whole_conn.close()
     out = sys.stdout
     out.write(f"hotpath: {n:,} records ({n_events:,} events, {n_users:,} users), CPU µs each\n")
     for label, us in rows:

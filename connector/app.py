@@ -1,13 +1,16 @@
-"""Wiring and the run loop: consume → decode → transform → validate → batch → send → commit.
+"""The connector: builds every part from the settings, runs the loop, handles signals and shutdown.
 
-The loop, in order, each turn:
-  1. consume a batch of messages (on the Kafka thread; rebalance callbacks may run there);
-  2. turn each into elements and hand them to delivery lanes, tracking the record in the ledger;
-  3. close batches whose linger time has passed;
-  4. commit the ledger's watermarks (only records whose every element got a 200) every interval;
-  5. pause all partitions while too much is buffered; resume once half of it has drained.
-Shutdown (SIGTERM/SIGINT, bad input under ``fail``, or a fatal API answer): stop consuming, flush,
-wait up to the grace period for in-flight requests, commit, close the consumer.
+A record flows one way through the parts:
+
+    source (consumer.py) → checkpoint.track (checkpoint.py) → processor (processing.py)
+      → delivery lanes (sink/delivery.py) → 200: slot acknowledged → checkpoint.commit
+                    └→ bad input (badinput.py): fail / skip / dead-letter, then acknowledged
+
+Each turn of the loop: take the batch the Kafka thread fetched (and start fetching the next);
+hand each message through the checkpoint and the processor to delivery or bad-input routing;
+commit the checkpoint every ``commit_interval_ms``; apply backpressure. A clean stop (a signal,
+bad input under ``fail``, a fatal answer): stop consuming, send what is buffered, wait up to the
+grace period for requests in flight (a second signal ends the wait), commit, close.
 """
 
 from __future__ import annotations
@@ -15,63 +18,90 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import structlog
 from aiohttp import web
 from confluent_kafka import KafkaError, Message
 
-from connector.batching import ENVELOPE_BYTES, Batch, Cost, ElementTooLarge, encode
+from connector.badinput import BadInputRouter
+from connector.batching import Batch
+from connector.checkpoint import Checkpoint
 from connector.config import Credentials, Settings
-from connector.deadletter import DeadLetterWriter, producer_config
-from connector.elements import Element
 from connector.errors import (
     BadRecordError,
     ConfigError,
     ConnectorError,
-    DecodeError,
-    RecordRef,
+    ExitCode,
     SchemaRegistryAuthError,
     SchemaRegistryError,
-    ValidationError,
-    unexpected,
 )
+from connector.flow import Backpressure, BudgetShare
 from connector.observability.health import (
     HealthState,
     fatal_reason,
     start_observability_server,
 )
 from connector.observability.metrics import Metrics
-from connector.offsets import OffsetLedger, Slot, TopicPartitionKey
-from connector.pipeline import (
-    ExitCode,
-    RunStats,
-    TopicPipeline,
-    build_pipelines,
-    build_validator,
-    element_cost,
-    message_coordinates,
-    open_delivered_log,
-    record_from_message,
-)
+from connector.offsets import TopicPartitionKey
+from connector.processing import RecordProcessor
+from connector.proof.delivered import DeliveredLog, open_delivered_log
 from connector.ratelimit import Budget
 from connector.sink.client import MoEngageClient
-from connector.sink.delivery import Delivery, RetryPolicy
+from connector.sink.delivery import Delivery, RejectHandler, RetryPolicy
 from connector.source.consumer import KafkaSource
-from connector.transforms import Record
 
 log = structlog.get_logger(__name__)
 
 # Each stops the connector cleanly; a second one during the drain ends the grace period.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+REVOKE_DRAIN_SECONDS = 10.0  # at most, for in-flight work of partitions being revoked
+
+
+def make_delivery(
+    settings: Settings,
+    client: MoEngageClient,
+    budget: Budget,
+    *,
+    metrics: Metrics,
+    on_rejected: RejectHandler,
+    delivered_log: DeliveredLog | None = None,
+) -> Delivery:
+    """The lanes between the batches and MoEngage, as the settings describe them."""
+    m = settings.moengage
+
+    def accepted(batch: Batch) -> None:
+        """A 200: its customer elements go to the delivered log for 'verify' (one write)."""
+        assert delivered_log is not None
+        delivered_log.append_elements(
+            [p for p, kind in zip(batch.parts, batch.kinds, strict=True) if kind == "customer"]
+        )
+
+    return Delivery(
+        client,
+        budget,
+        lanes=m.max_in_flight,
+        max_request_bytes=m.max_request_bytes,
+        retry=RetryPolicy(
+            m.retry_initial_ms / 1000,
+            m.retry_max_ms / 1000,
+            retry_after_cap=m.max_retry_after_seconds,
+            unexpected_for=m.unexpected_answer_max_seconds,
+        ),
+        unready_after=m.unready_after_seconds,
+        on_rejected=on_rejected,
+        coalesce=m.coalesce,
+        metrics=metrics,
+        on_accepted=accepted if delivered_log is not None else None,
+    )
 
 
 class Connector:
-    """One instance of the service: owns the consumer, the lanes, the ledger and the loop."""
+    """One instance of the service. Build it inside a running event loop: every part is made
+    here, whole, from the settings (nothing connects before :meth:`run`)."""
 
     def __init__(
         self,
@@ -81,40 +111,69 @@ class Connector:
         session: aiohttp.ClientSession | None = None,
         metrics: Metrics | None = None,
     ) -> None:
+        loop = asyncio.get_running_loop()
         self.settings = settings
-        self._credentials = credentials
-        self._session = session
-        self.pipelines = build_pipelines(settings)
-        self.validator = build_validator(settings)
-        self.topic_specs = {t.name: t for t in settings.topics}
-        self.dlq: DeadLetterWriter | None = None
-        if any(t.error_policy == "dlq" for t in settings.topics):
-            self.dlq = DeadLetterWriter(producer_config(settings.librdkafka_config()))
-        self.ledger = OffsetLedger()
-        self.stats = RunStats()
-        self._stop = asyncio.Event()
-        self._hurry = asyncio.Event()  # a second signal: end the shutdown's grace period now
+        m, p = settings.moengage, settings.pipeline
+        self.metrics = metrics or Metrics()
+        self.health = HealthState(now=loop.time())
+        self.processor = RecordProcessor(settings)
+        self.source = KafkaSource(
+            settings.librdkafka_config(),
+            [t.name for t in settings.topics],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self.checkpoint = Checkpoint(self.source, self.metrics)
+        self.router = BadInputRouter(settings, self.metrics, self._fail)
+        self.budget = Budget(
+            m.users_per_minute,
+            m.events_per_minute,
+            loop.time(),
+            window=m.rate_window_seconds,
+            share=m.rate_share or 1.0,
+        )
+        self.share = BudgetShare(self.budget, self.source, m.rate_share)
+        self.delivered_log = open_delivered_log(settings)
+        self._own_session = session is None
+        self._session = session or aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=m.max_in_flight * 2)
+        )
+        self.client = MoEngageClient(
+            self._session,
+            m.endpoint,
+            credentials.workspace_id,
+            credentials.api_key,
+            m.request_timeout_seconds,
+        )
+        self.delivery = make_delivery(
+            settings,
+            self.client,
+            self.budget,
+            metrics=self.metrics,
+            on_rejected=self.router.rejected_by_api,
+            delivered_log=self.delivered_log,
+        )
+        self.backpressure = Backpressure(
+            self.source, self.checkpoint.ledger, p, self.delivery.flush_all
+        )
         self.failure: ConnectorError | None = None
         self.exit_code = ExitCode.OK
-        self._closing = False
-        self.delivery: Delivery | None = None
-        self.source: KafkaSource | None = None
-        self.budget: Budget | None = None
-        self._last_fetch: asyncio.Task[list[Message]] | None = None
-        self.metrics = metrics or Metrics()
-        self.health = HealthState(now=time.monotonic())  # the loop's clock on asyncio's loops
         self.observability_port: int | None = None
-        self.delivered_log = open_delivered_log(settings)
-        # Read once per record: plain attributes, not lookups through the settings models.
-        self._dlq_topics = frozenset(t.name for t in settings.topics if t.error_policy == "dlq")
-        self._device_cost = settings.moengage.device_cost
-        self._max_element_bytes = settings.moengage.max_request_bytes - ENVELOPE_BYTES
+        self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second signal: end the shutdown's grace period now
+        self._closing = False
         self._consumed: dict[TopicPartitionKey, int] = {}  # records read since the last publish
+        self._linger = m.linger_ms / 1000
 
     # ----- lifecycle ----------------------------------------------------------------------------
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def _on_signal(self, sig: signal.Signals) -> None:
         """The first SIGTERM, SIGINT or SIGHUP stops the connector cleanly (drain within the
@@ -135,44 +194,32 @@ class Connector:
         self._stop.set()
 
     async def run(self) -> int:
-        runner = await self._start_observability()
         try:
-            code = await self._run()
-            linger = self.settings.observability.fatal_linger_seconds
-            if code != ExitCode.OK and runner is not None and linger > 0:
-                # Let an orchestrator (or a person) read the reason from /readyz before exiting.
-                log.info("fatal_linger", seconds=linger, port=self.observability_port)
-                await self._linger(linger)
-            return code
+            runner = await self._start_observability()
+            try:
+                code = await self._run()
+                linger = self.settings.observability.fatal_linger_seconds
+                if code != ExitCode.OK and runner is not None and linger > 0:
+                    # Let an orchestrator (or a person) read the reason from /readyz first.
+                    log.info("fatal_linger", seconds=linger, port=self.observability_port)
+                    await self._fatal_linger(linger)
+                return code
+            finally:
+                if runner is not None:
+                    await runner.cleanup()
         finally:
-            if runner is not None:
-                await runner.cleanup()
-            if self.delivered_log is not None:
-                self.delivered_log.close()
+            await self.close()
 
-    async def _until_or_hurried(self, work: Coroutine[Any, Any, None], seconds: float) -> bool:
-        """Run ``work`` for at most ``seconds``, or until a second stop signal: whether it
-        finished."""
-        done_task = asyncio.ensure_future(work)
-        hurry = asyncio.ensure_future(self._hurry.wait())
-        try:
-            await asyncio.wait({done_task, hurry}, timeout=seconds, return_when=FIRST_COMPLETED)
-        finally:
-            for task in (done_task, hurry):
-                task.cancel()
-            await asyncio.gather(done_task, hurry, return_exceptions=True)
-        return done_task.done() and not done_task.cancelled() and done_task.exception() is None
+    async def close(self) -> None:
+        """Release what the constructor opened (the HTTP session, the delivered log): after
+        :meth:`run`, or instead of it."""
+        if self.delivered_log is not None:
+            self.delivered_log.close()
+        if self._own_session and not self._session.closed:
+            await self._session.close()
 
-    async def _dead_letters(self) -> None:
-        """Until every dead-letter write is confirmed, serving reports in short slices so the
-        loop (and a second stop signal) is never blocked for long."""
-        assert self.dlq is not None
-        # librdkafka signals nothing to asyncio: its reports are served by flush itself.
-        while self.dlq.flush(0.05):  # noqa: ASYNC110
-            await asyncio.sleep(0)
-
-    async def _linger(self, seconds: float) -> None:
-        """Wait ``seconds``, or less if SIGTERM/SIGINT come first: the exit code stays the
+    async def _fatal_linger(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if a stop signal comes first: the exit code stays the
         failure's (an orchestrator stopping the Pod sees 3, not a death by signal)."""
         loop = asyncio.get_running_loop()
         cut_short = asyncio.Event()
@@ -208,34 +255,9 @@ class Connector:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        own_session = self._session is None
-        session = self._session or aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.settings.moengage.max_in_flight * 2)
+        log.info(
+            "connector_starting", endpoint=self.client.url, topics=list(self.processor.pipelines)
         )
-        m = self.settings.moengage
-        client = MoEngageClient(
-            session,
-            m.endpoint,
-            self._credentials.workspace_id,
-            self._credentials.api_key,
-            m.request_timeout_seconds,
-        )
-        self.budget = Budget(
-            m.users_per_minute,
-            m.events_per_minute,
-            loop.time(),
-            window=m.rate_window_seconds,
-            share=m.rate_share or 1.0,
-        )
-        self.delivery = self.make_delivery(client, self.budget)
-        self.source = KafkaSource(
-            self.settings.librdkafka_config(),
-            [t.name for t in self.settings.topics],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
-        log.info("connector_starting", endpoint=client.url, topics=list(self.pipelines))
         self.delivery.start()
         try:
             await self.source.start()
@@ -243,20 +265,14 @@ class Connector:
             await self._shutdown()
         finally:
             await self.delivery.stop()
-            if own_session:
-                await session.close()
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
         return int(self.exit_code)
 
+    # ----- the loop -----------------------------------------------------------------------------
+
     async def _loop(self) -> None:
-        assert self.source is not None
-        assert self.delivery is not None
         p = self.settings.pipeline
-        linger = self.settings.moengage.linger_ms / 1000
-        commit_every = p.commit_interval_ms / 1000
-        loop = asyncio.get_running_loop()
-        next_commit = loop.time() + commit_every
         source = self.source
 
         def fetch() -> asyncio.Task[list[Message]]:
@@ -264,27 +280,23 @@ class Connector:
                 source.consume(p.consume_batch_size, p.poll_timeout_ms / 1000)
             )
 
-        # The Kafka thread fetches the next batch while this one is processed (make bench: the
-        # loop and the consumer took turns). A prefetched batch left over at shutdown is never
-        # tracked, so its records are not committed and are read again on the next start.
+        # The Kafka thread fetches the next batch while this one is processed. A prefetched batch
+        # left over at shutdown is never tracked: it is not committed and is read again.
         pending = fetch()
-        # Batches close on time even while the loop waits for the consumer (up to the poll
-        # timeout plus the broker's fetch wait): at a low input rate that wait was added to the
-        # linger of every batch (make bench: p99 543 ms with a 200 ms linger).
-        clock = asyncio.create_task(self._linger_clock(linger)) if linger > 0 else None
+        # Batches close on time even while the loop waits for the consumer (at a low input rate
+        # that wait was added to the linger of every batch).
+        clock = asyncio.create_task(self._linger_clock()) if self._linger > 0 else None
         try:
-            await self._turns(pending, fetch, linger, commit_every, next_commit)
+            pending = await self._turns(pending, fetch)
         finally:
             if clock is not None:
                 clock.cancel()
-            last = self._last_fetch or pending
-            if not last.done():
-                await asyncio.wait([last])
+            if not pending.done():
+                await asyncio.wait([pending])
 
-    async def _linger_clock(self, linger: float) -> None:
+    async def _linger_clock(self) -> None:
         """Close each lane's open batch when its linger time is up."""
-        assert self.delivery is not None
-        delivery = self.delivery
+        delivery, linger = self.delivery, self._linger
         loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             now = loop.time()
@@ -296,90 +308,121 @@ class Connector:
         self,
         pending: asyncio.Task[list[Message]],
         fetch: Callable[[], asyncio.Task[list[Message]]],
-        linger: float,
-        commit_every: float,
-        next_commit: float,
-    ) -> None:
-        """The run loop's turns (see the module docstring); ``pending`` is the prefetch."""
-        assert self.source is not None
-        assert self.delivery is not None
+    ) -> asyncio.Task[list[Message]]:
+        """Turns of the loop until a stop; returns the fetch still under way."""
         loop = asyncio.get_running_loop()
+        commit_every = self.settings.pipeline.commit_interval_ms / 1000
+        next_commit = loop.time() + commit_every
+        delivery, checkpoint = self.delivery, self.checkpoint
         while not self._stop.is_set():
             msgs = await pending
-            pending = self._last_fetch = fetch()
+            fetched_at = checkpoint.epoch  # the assignment these messages were fetched under
+            pending = fetch()
             now = loop.time()
             self.health.alive_tick(now)
             for msg in msgs:
                 if self._stop.is_set():
                     break
-                await self._handle(msg, now)
+                await self.take(msg, fetched_at, now)
             self._publish_consumed()
-            if self.dlq is not None:
-                self.dlq.poll()
-            self.delivery.flush_lingering(loop.time(), linger)
-            self.health.set_api_problem(self.delivery.api_problem())
-            if self.delivery.fatal is not None:
-                self._fail(self.delivery.fatal, ExitCode.FATAL_API)
+            self.router.poll()
+            delivery.flush_lingering(loop.time(), self._linger)
+            self.health.set_api_problem(delivery.api_problem())
+            if delivery.fatal is not None:
+                self._fail(delivery.fatal, ExitCode.FATAL_API)
                 break
-            if self.delivery.crashed is not None:
-                crash = self.delivery.crashed
+            if delivery.crashed is not None:
+                crash = delivery.crashed
                 self._fail(ConnectorError(f"delivery failed: {crash!r}"), ExitCode.UNEXPECTED)
                 break
             if loop.time() >= next_commit:
-                await self.commit()
-                self.metrics.coalesced(*self.delivery.coalesced())
+                await checkpoint.commit()
+                self.metrics.coalesced(*delivery.coalesced())
                 for (topic, partition), lag in (await self.source.lags()).items():
                     self.metrics.set_lag(topic, partition, lag)
                 next_commit = loop.time() + commit_every
-            await self._backpressure()
-            ledger = self.ledger
+            await self.backpressure.apply()
+            ledger = checkpoint.ledger
             self.metrics.set_buffer(
                 ledger.buffered_records, ledger.buffered_bytes, len(self.source.paused)
             )
+        return pending
+
+    async def take(self, msg: Message, fetched_at: int, now: float) -> None:
+        """One consumed message, fetched at checkpoint epoch ``fetched_at``: tracked by the
+        checkpoint, turned into elements by the processor, then handed to delivery (or, when it
+        is bad input, to the bad-input router). Suspends only while the Schema Registry is out."""
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume_error", error=err.str(), fatal=err.fatal())
+                if err.fatal():
+                    self._fail(ConnectorError(f"Kafka: {err.str()}"), ExitCode.KAFKA)
+            return
+        slot = self.checkpoint.track(msg, fetched_at)
+        if slot is None:  # its assignment is over: whoever owns the partition reads it again
+            return
+        key: TopicPartitionKey = (msg.topic(), msg.partition())  # type: ignore[assignment]
+        consumed = self._consumed
+        consumed[key] = consumed.get(key, 0) + 1
+        if self.router.keeps_message(key[0]):
+            slot.msg = msg  # an element MoEngage rejects later is dead-lettered as this record
+        try:
+            try:
+                prepared = self.processor.process(msg)
+            except SchemaRegistryError as e:
+                prepared = await self.processor.retry_registry(msg, e)
+        except BadRecordError as e:
+            self.router.route(slot, e, msg)
+            return
+        except SchemaRegistryAuthError as e:  # the same credentials would be refused again
+            self._fail(e, ExitCode.CONFIG)
+            return  # the record keeps its hold and is not committed
+        except SchemaRegistryError as e:  # not bad input: the record is fine, the registry not
+            self._fail(e, ExitCode.SCHEMA_REGISTRY)
+            return
+        self.metrics.prepared(len(prepared))
+        add = self.delivery.add
+        for data, cost, customer, element in prepared:
+            add(data, slot, cost, customer, now, element=element)
+        slot.release()
+
+    def _publish_consumed(self) -> None:
+        """Records read since the last call, per partition, into the metrics (once per batch:
+        a Prometheus counter takes a lock per increment)."""
+        for (topic, partition), n in self._consumed.items():
+            self.metrics.record_consumed(topic, partition, n)
+        self._consumed.clear()
+
+    # ----- shutdown -----------------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
-        assert self.source is not None
-        assert self.delivery is not None
         grace = self.settings.pipeline.shutdown_grace_seconds
+        delivery = self.delivery
         log.info(
             "connector_stopping",
             reason=str(self.failure) if self.failure else "signal",
-            pending_records=self.ledger.pending_records(),
+            pending_records=self.checkpoint.pending_records(),
         )
         if self.exit_code != ExitCode.FATAL_API:
-            self.delivery.flush_all()
-            self.delivery.stopping()  # backoffs end now; requests in flight get the grace
-            if not await self._until_or_hurried(self.delivery.wait_idle(), grace):
+            delivery.flush_all()
+            delivery.stopping()  # backoffs end now; requests in flight get the grace
+            if not await self._until_or_hurried(delivery.wait_idle(), grace):
                 log.warning(
                     "shutdown_grace_exceeded" if not self._hurry.is_set() else "shutdown_hurried",
                     grace_s=grace,
-                    undelivered_records=self.ledger.pending_records(),
+                    undelivered_records=self.checkpoint.pending_records(),
                     note="these records are not committed and will be read again",
                 )
-            if self.delivery.fatal is not None:
-                self._fail(self.delivery.fatal, ExitCode.FATAL_API)
-        if self.dlq is not None and not await self._until_or_hurried(self._dead_letters(), grace):
+            if delivery.fatal is not None:
+                self._fail(delivery.fatal, ExitCode.FATAL_API)
+        if not await self._until_or_hurried(self.router.drain(), grace):
             log.warning("dead_letter_unconfirmed", note="those records are not committed")
-        await self.commit()
+        await self.checkpoint.commit()
         self._closing = True
         await self.source.close()
-        st, ds = self.stats, self.delivery.stats
-        events_merged, updates_merged = self.delivery.coalesced()
-        self.metrics.coalesced(events_merged, updates_merged)
-        summary = {
-            "records": st.records,
-            "elements": st.elements,
-            "filtered": st.filtered,
-            "bad_records": st.bad_records,
-            "skipped": st.skipped,
-            "dead_lettered": st.dead_lettered,
-            "requests": ds.requests,
-            "bytes_sent": ds.bytes_sent,
-            "retries": ds.retries,
-            "throttled": ds.throttled,
-            "coalesced_events": events_merged,
-            "coalesced_updates": updates_merged,
-        }
+        self.metrics.coalesced(*delivery.coalesced())
+        summary = self.metrics.counts.as_dict()
         if self.failure is not None:
             log.error(
                 "connector_stopped",
@@ -390,280 +433,51 @@ class Connector:
         else:
             log.info("connector_stopped", exit_code=0, **summary)
 
-    # ----- per message --------------------------------------------------------------------------
-
-    async def _handle(self, msg: Message, now: float) -> None:
-        err = msg.error()
-        if err is not None:
-            if err.code() != KafkaError._PARTITION_EOF:
-                log.warning("consume_error", error=err.str(), fatal=err.fatal())
-                if err.fatal():
-                    self._fail(ConnectorError(f"Kafka: {err.str()}"), ExitCode.KAFKA)
-            return
-        topic, partition, offset = message_coordinates(msg)
-        key = (topic, partition)
-        tracker = self.ledger.tracker(key)
-        if tracker is None:  # revoked while this batch was in flight: the new owner reads it
-            return
-        raw = msg.value()
-        slot = tracker.track(offset, len(raw) if raw else 0)
-        self.stats.records += 1
-        consumed = self._consumed
-        consumed[key] = consumed.get(key, 0) + 1
-        if topic in self._dlq_topics:
-            slot.msg = msg  # an element MoEngage rejects later is dead-lettered as this record
-        pipe = self.pipelines[topic]
+    async def _until_or_hurried(self, work: Coroutine[Any, Any, None], seconds: float) -> bool:
+        """Run ``work`` for at most ``seconds``, or until a second stop signal: whether it
+        finished."""
+        done_task = asyncio.ensure_future(work)
+        hurry = asyncio.ensure_future(self._hurry.wait())
         try:
-            try:
-                value = pipe.decoder(raw)
-            except SchemaRegistryError as e:
-                value = await self._decode_retrying(pipe, raw, e)
-            except BadRecordError:
-                raise
-            except Exception as e:  # no record may crash the connector: it is bad input
-                raise unexpected(DecodeError, "decode.unexpected", "the decoder", e) from e
-            encoded = self._elements(record_from_message(msg, value), pipe)
-        except BadRecordError as e:
-            self._bad_record(slot, e.at(RecordRef(topic, partition, offset)), msg)
-            return
-        except SchemaRegistryError:
-            return  # the connector is stopping; this record keeps its hold and is not committed
-        if not encoded:
-            self.stats.filtered += 1
-        assert self.delivery is not None
-        add = self.delivery.add
-        for data, cost, customer, element in encoded:
-            add(data, slot, cost, customer, now, element=element)
-        self.stats.elements += len(encoded)
-        slot.release()
-
-    def _elements(
-        self, record: Record, pipe: TopicPipeline
-    ) -> list[tuple[bytes, Cost, str, Element]]:
-        """Transform, validate and encode one record; raise BadRecordError if it can't be."""
-        validate, customer_key = self.validator.validate, self.validator.customer_key
-        out = []
-        for produced in pipe.transform(record):
-            try:
-                element = validate(produced)
-                data = encode(element)
-                if len(data) > self._max_element_bytes:
-                    assert self.delivery is not None
-                    try:
-                        self.delivery.check_fits_alone(data)
-                    except ElementTooLarge as e:
-                        raise ValidationError(str(e), rule="element.too_large") from None
-                cost, customer = element_cost(element, self._device_cost), customer_key(element)
-            except BadRecordError:
-                raise
-            except Exception as e:  # junk that slipped past the rules: bad input, never a crash
-                raise unexpected(
-                    ValidationError, "element.unexpected", "validating or encoding an element", e
-                ) from e
-            out.append((data, cost, customer, element))
-        return out
-
-    def _publish_consumed(self) -> None:
-        """Records read since the last call, per partition, into the metrics (once per batch:
-        a Prometheus counter takes a lock per increment)."""
-        for (topic, partition), n in self._consumed.items():
-            self.metrics.record_consumed(topic, partition, n)
-        self._consumed.clear()
-
-    async def _decode_retrying(
-        self, pipe: TopicPipeline, raw: bytes | None, error: Exception
-    ) -> Any:
-        """The Schema Registry failed for this record: retry about 30 s (1 + 2 + 4 + 8 + 16),
-        then stop the connector (exit 5); refused credentials stop it at once (exit 2)."""
-        delay = 1.0
-        for attempt in range(1, 7):
-            if isinstance(error, SchemaRegistryAuthError):
-                self._fail(error, ExitCode.CONFIG)  # the same credentials would be refused again
-                raise error
-            if attempt == 6:
-                assert isinstance(error, SchemaRegistryError)
-                self._fail(error, ExitCode.SCHEMA_REGISTRY)
-                raise error  # not bad input: the record is fine, the registry is not
-            log.warning("schema_registry_retry", error=str(error), delay_s=delay)
-            await asyncio.sleep(delay)
-            delay *= 2
-            try:
-                return pipe.decoder(raw)
-            except SchemaRegistryError as e:
-                error = e
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _bad_record(self, slot: Slot, error: BadRecordError, msg: Message | None) -> None:
-        """Route bad input per its topic's policy. ``slot`` holds one count for this failure
-        (the record's hold, or the element MoEngage rejected); it is released only by ``skip``
-        or by a confirmed dead-letter write, never under ``fail``."""
-        ref = error.ref
-        assert ref is not None
-        spec = self.topic_specs[ref.topic]
-        policy = spec.error_policy
-        self.stats.bad_records += 1
-        self.metrics.bad_record(ref.topic, error.stage, error.rule)
-        fields: dict[str, Any] = {
-            "topic": ref.topic,
-            "partition": ref.partition,
-            "offset": ref.offset,
-            "stage": error.stage,
-            "rule": error.rule,
-            "error": error.message,
-            "policy": policy,
-        }
-        message = msg if msg is not None else cast(Message | None, slot.msg)
-        if self.settings.logging.log_record_contents and message is not None:
-            fields["value"] = repr((message.value() or b"")[:1024])
-        (log.error if policy == "fail" else log.warning)("bad_record", **fields)
-        if policy == "fail":
-            self._fail(error, ExitCode.BAD_RECORD)  # the count is never released
-            return
-        if policy == "skip" or slot.dead_lettered:
-            # skip: counted and logged; a second rejected element of a record already being
-            # dead-lettered: that write (which holds its own count) covers the whole record.
-            self.stats.skipped += policy == "skip"
-            slot.ack()
-            return
-        assert self.dlq is not None
-        assert spec.dead_letter_topic is not None
-        assert message is not None
-        slot.dead_lettered = True
-        dlq_topic = spec.dead_letter_topic
-
-        def confirmed(err: KafkaError | None) -> None:
-            if err is None:
-                self.stats.dead_lettered += 1
-                self.metrics.dead_lettered(ref.topic, error.stage)
-                slot.ack()  # only now may the record's offset be committed
-                return
-            log.error(
-                "dead_letter_failed", dead_letter_topic=dlq_topic, write_error=err.str(), **fields
-            )
-            self._fail(
-                ConnectorError(f"dead-letter write to {dlq_topic} failed: {err.str()}"),
-                ExitCode.DEAD_LETTER,
-            )
-
-        self.dlq.send(dlq_topic, message, error, confirmed)
-
-    def _accepted(self, batch: Batch) -> None:
-        """A 200: its customer elements go to the delivered log for 'verify' (one write)."""
-        assert self.delivered_log is not None
-        self.delivered_log.append_elements(
-            [p for p, kind in zip(batch.parts, batch.kinds, strict=True) if kind == "customer"]
-        )
-
-    def _rejected_by_api(self, slot: Slot, error: BadRecordError) -> None:
-        topic, partition = slot.owner.key
-        if not slot.owner.active:
-            return  # revoked meanwhile: the new owner re-reads and judges the record itself
-        self._bad_record(slot, error.at(RecordRef(topic, partition, slot.offset)), None)
-
-    # ----- committing and backpressure ----------------------------------------------------------
-
-    async def commit(self) -> None:
-        """Commit every partition's watermark that moved: only delivered records are behind it."""
-        assert self.source is not None
-        offsets = self.ledger.committable()
-        if not offsets:
-            return
-        started = time.perf_counter()
-        done = await self.source.commit(offsets)
-        self.metrics.committed(done, time.perf_counter() - started)
-        for key, offset in done.items():
-            self.ledger.mark_committed(key, offset)
-            self.stats.committed[key] = offset
-        self.stats.commits += 1
-
-    async def _backpressure(self) -> None:
-        assert self.source is not None
-        p = self.settings.pipeline
-        ledger = self.ledger
-        full = (
-            ledger.buffered_records >= p.max_buffered_records
-            or ledger.buffered_bytes >= p.max_buffered_bytes
-        )
-        if self.source.fresh:
-            await self.source.settle_fresh(pause=full)
-        if full:
-            assert self.delivery is not None
-            self.delivery.flush_all()  # a paused stream must not wait for linger
-            await self.source.pause(self.source.assignment)
-        elif self.source.paused and (
-            ledger.buffered_records < p.max_buffered_records // 2
-            and ledger.buffered_bytes < p.max_buffered_bytes // 2
-        ):
-            await self.source.resume(list(self.source.paused))
-
-    def make_delivery(self, client: MoEngageClient, budget: Budget) -> Delivery:
-        """The lanes between the batches and MoEngage, as the settings describe them."""
-        m = self.settings.moengage
-        return Delivery(
-            client,
-            budget,
-            lanes=m.max_in_flight,
-            max_request_bytes=m.max_request_bytes,
-            retry=RetryPolicy(
-                m.retry_initial_ms / 1000,
-                m.retry_max_ms / 1000,
-                retry_after_cap=m.max_retry_after_seconds,
-                unexpected_for=m.unexpected_answer_max_seconds,
-            ),
-            unready_after=m.unready_after_seconds,
-            on_rejected=self._rejected_by_api,
-            coalesce=m.coalesce,
-            metrics=self.metrics,
-            on_accepted=self._accepted if self.delivered_log is not None else None,
-        )
+            await asyncio.wait({done_task, hurry}, timeout=seconds, return_when=FIRST_COMPLETED)
+        finally:
+            for task in (done_task, hurry):
+                task.cancel()
+            await asyncio.gather(done_task, hurry, return_exceptions=True)
+        return done_task.done() and not done_task.cancelled() and done_task.exception() is None
 
     # ----- rebalance hooks (run on the loop, called from the Kafka thread) ----------------------
 
-    def _update_share(self, owned: int) -> None:
-        """This instance's part of the account budget: its partitions out of all of them."""
-        assert self.source is not None
-        total = self.source.total_partitions
-        if self.settings.moengage.rate_share is not None or not total or self.budget is None:
-            return
-        self.budget.set_share(owned / total, asyncio.get_running_loop().time())
-        log.info(
-            "budget_share",
-            owned_partitions=owned,
-            total_partitions=total,
-            share=round(self.budget.share, 4),
-            users_per_window=self.budget.max_users,
-            events_per_window=self.budget.max_events,
-        )
-
     async def _on_assign(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
-        self.ledger.assign(keys)
-        assert self.source is not None
-        self._update_share(len(self.source.assignment))
-        self.health.set_assigned(len(self.source.assignment))
+        self.checkpoint.assigned(keys)
+        owned = len(self.source.assignment)
+        self.share.update(owned, asyncio.get_running_loop().time())
+        self.health.set_assigned(owned)
         return {}
 
     async def _on_revoke(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         """Give in-flight work for these partitions a bounded time, then hand back watermarks."""
-        if not self._closing and self.delivery is not None and self.delivery.fatal is None:
-            self.delivery.flush_all()
+        delivery = self.delivery
+        if not self._closing and delivery.fatal is None:
+            delivery.flush_all()
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + min(10.0, self.settings.pipeline.shutdown_grace_seconds)
-            while self.ledger.pending_records(keys) and loop.time() < deadline:
-                self.delivery.progress.clear()
+            grace = self.settings.pipeline.shutdown_grace_seconds
+            deadline = loop.time() + min(REVOKE_DRAIN_SECONDS, grace)
+            while self.checkpoint.pending_records(keys) and loop.time() < deadline:
+                delivery.progress.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.delivery.progress.wait(), deadline - loop.time())
-        final = self.ledger.revoke(keys)
-        if self.source is not None:
-            self._update_share(len(self.source.assignment - set(keys)))
+                    await asyncio.wait_for(delivery.progress.wait(), deadline - loop.time())
+        final = self.checkpoint.revoked(keys)
         self._partitions_gone(keys)
         return final
 
     async def _on_lost(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
-        self.ledger.revoke(keys)  # lost: the group moved on; committing would be stale
+        self.checkpoint.lost(keys)  # lost: the group moved on; committing would be stale
         self._partitions_gone(keys)
         return {}
 
     def _partitions_gone(self, keys: list[TopicPartitionKey]) -> None:
-        assert self.source is not None
-        self.health.set_assigned(len(self.source.assignment - set(keys)))
+        owned = len(self.source.assignment - set(keys))
+        self.share.update(owned, asyncio.get_running_loop().time())
+        self.health.set_assigned(owned)
         self.metrics.forget_partitions(keys)

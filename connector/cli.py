@@ -20,7 +20,7 @@ from connector.config import (
     resolve_credentials,
     secret_values,
 )
-from connector.errors import BadRecordError, ConfigError, ConnectorError, RecordRef
+from connector.errors import ConfigError, ConnectorError
 
 EPILOG = "Documentation: README.md (configuration reference, delivery guarantees, exit codes)."
 
@@ -186,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from connector.pipeline import build_pipelines, build_validator  # noqa: PLC0415
+    from connector.processing import RecordProcessor  # noqa: PLC0415
     from connector.source.clientconfig import kafka_config_problems  # noqa: PLC0415
 
     try:
@@ -196,8 +196,7 @@ def _validate(args: argparse.Namespace) -> int:
         return 1
     problems: list[tuple[str, str]] = kafka_config_problems(settings)
     try:
-        build_pipelines(settings)
-        build_validator(settings)
+        RecordProcessor(settings)  # decoders, schemas, transforms and validation rules
     except ConfigError as e:
         problems.extend(e.problems)
     try:
@@ -224,13 +223,7 @@ def _print_problems(e: ConfigError) -> None:
 def _preview(args: argparse.Namespace) -> int:
     from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415
 
-    from connector.pipeline import (  # noqa: PLC0415
-        build_pipelines,
-        build_validator,
-        element_cost,
-        message_coordinates,
-        record_from_message,
-    )
+    from connector.processing import RecordProcessor  # noqa: PLC0415
 
     settings = load_settings(args.config)
     try:
@@ -239,8 +232,7 @@ def _preview(args: argparse.Namespace) -> int:
         names = ", ".join(t.name for t in settings.topics)
         print(f"error: topic {args.topic!r} is not in the configuration (have: {names})")
         return 2
-    pipe = build_pipelines(settings)[args.topic]
-    validator = build_validator(settings)
+    processor = RecordProcessor(settings)  # the same record processor as 'run'
     conf: dict[str, Any] = {
         **settings.librdkafka_config(),
         "group.id": f"moengage-connector-preview-{uuid.uuid4().hex[:8]}",
@@ -261,16 +253,12 @@ def _preview(args: argparse.Namespace) -> int:
             if msg.error():
                 continue
             seen += 1
-            ref = RecordRef(*message_coordinates(msg))
-            out: dict[str, Any] = {"record": str(ref)}
+            out: dict[str, Any] = {"record": f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"}
             try:
-                record = record_from_message(msg, pipe.decoder(msg.value()))
-                elements = [validator.validate(e) for e in pipe.transform(record)]
-                out["elements"] = elements
-                out["cost"] = [vars_cost(element_cost(e)) for e in elements]
-            except BadRecordError as e:
-                out["error"] = str(e.at(ref))
-            except ConnectorError as e:
+                prepared = processor.process(msg)
+                out["elements"] = [element for _, _, _, element in prepared]
+                out["cost"] = [vars_cost(cost) for _, cost, _, _ in prepared]
+            except ConnectorError as e:  # bad input (located), or the registry out of reach
                 out["error"] = str(e)
             print(orjson.dumps(out).decode())
         print(f"# {seen} record(s) previewed from {args.topic}; nothing committed")

@@ -65,8 +65,7 @@ _DEFAULT_KAFKA: dict[str, Any] = {
     "session.timeout.ms": 45000,
     "max.poll.interval.ms": 300000,
     # The connector holds its own bounded buffer; librdkafka's 64 MiB default prefetch doubled
-    # the peak memory on a backlog. make bench: 16 MiB 17.0k records/s and 144 MB, 4 MiB 16.5k
-    # records/s and 112 MB, 2 MiB 12.3k records/s.
+    # the peak memory on a backlog (figures in the CHANGELOG).
     "queued.max.messages.kbytes": 4096,
     # How long the broker may hold a fetch when a partition has nothing new (on brokers that hold
     # it even when data is there, as the local Tansu does, this adds to record latency).

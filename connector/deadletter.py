@@ -9,6 +9,7 @@ confirmed the write (idempotent producer, ``acks=all``). Record contents never g
 from __future__ import annotations
 
 import datetime as dt
+from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -87,6 +88,10 @@ class DeadLetterWriter:
     the broker refuses the write as too large (the topic's ``max.message.bytes`` is lower), the
     value is cut to a quarter and written again. Any other refusal, synchronous or reported, is
     passed to ``done`` (the connector stops with exit code 7; the record stays uncommitted).
+
+    Nothing here blocks: a write the producer's local queue has no room for waits in
+    ``_waiting`` and is produced again at the next :meth:`poll` (the record stays held meanwhile,
+    so backpressure sees it).
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -95,6 +100,7 @@ class DeadLetterWriter:
         self.in_flight = 0
         self.written = 0
         self.truncated = 0
+        self._waiting: deque[Callable[[], None]] = deque()
 
     def send(self, topic: str, msg: Message, error: BadRecordError, done: DoneCallback) -> None:
         original = cast(list[tuple[str, str | bytes | None]], msg.headers() or [])
@@ -140,31 +146,38 @@ class DeadLetterWriter:
                 self.truncated += sent is not value
             done(err)
 
-        while True:
-            try:
-                self._producer.produce(
-                    topic, key=key, value=sent, headers=sent_headers, on_delivery=on_delivery
-                )
-                break
-            except BufferError:  # the local queue is full: serve callbacks to make room
-                self._producer.poll(0.05)
-            except KafkaException as e:  # refused before it left: too large, or worse
-                err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
-                if err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                    next_cap = smaller()
-                    if next_cap is not None:
-                        self._write(topic, key, value, headers=headers, cap=next_cap, done=done)
-                        return
-                done(err or KafkaError(KafkaError._FAIL, str(e)))
-                return
+        try:
+            self._producer.produce(
+                topic, key=key, value=sent, headers=sent_headers, on_delivery=on_delivery
+            )
+        except BufferError:  # the local queue is full: again at the next poll, never waited for
+            self._waiting.append(
+                lambda: self._write(topic, key, value, headers=headers, cap=cap, done=done)
+            )
+            return
+        except KafkaException as e:  # refused before it left: too large, or worse
+            err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+            if err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                next_cap = smaller()
+                if next_cap is not None:
+                    self._write(topic, key, value, headers=headers, cap=next_cap, done=done)
+                    return
+            done(err or KafkaError(KafkaError._FAIL, str(e)))
+            return
         self.in_flight += 1
 
     def poll(self) -> None:
-        """Serve delivery reports (cheap; called every loop turn)."""
+        """Serve delivery reports and produce the writes that waited for room (cheap; called
+        every loop turn)."""
         if self.in_flight:
             self._producer.poll(0)
+        if self._waiting:
+            waiting, self._waiting = self._waiting, deque()
+            for write in waiting:
+                write()
 
     def flush(self, timeout: float) -> int:
-        """Wait for outstanding writes; return how many are still unconfirmed."""
-        remaining: int = self._producer.flush(timeout)
-        return remaining
+        """Wait up to ``timeout`` for outstanding writes; return how many are unconfirmed."""
+        self._producer.flush(timeout)
+        self.poll()
+        return self.in_flight + len(self._waiting)

@@ -19,6 +19,20 @@ an Authorization header or record contents.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes (the README's table)."""
+
+    OK = 0
+    UNEXPECTED = 1
+    CONFIG = 2
+    FATAL_API = 3
+    BAD_RECORD = 4
+    SCHEMA_REGISTRY = 5
+    KAFKA = 6
+    DEAD_LETTER = 7
 
 
 class ConnectorError(Exception):

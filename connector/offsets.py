@@ -8,13 +8,16 @@ offset is never committed past a record that MoEngage has not accepted. Acknowle
 in any order (concurrent requests); the watermark only moves over a contiguous done prefix.
 
 Pure: no Kafka, no clock. A revoked partition's tracker is detached, so late acknowledgements for it
-land on an object nobody reads, and a reassigned partition starts from a fresh tracker.
+land on an object nobody reads, and a reassigned partition starts from a fresh tracker. Every
+assignment change moves the ledger's ``epoch``; a tracker remembers the epoch it was created in,
+so a record fetched before a revoke (at an earlier epoch) is never tracked under a later
+assignment of its partition (:meth:`OffsetLedger.tracker_for`).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 TopicPartitionKey = tuple[str, int]
 
@@ -49,11 +52,15 @@ class Slot:
 class PartitionTracker:
     """Records of one assigned partition, in offset order, and how far they are done."""
 
-    __slots__ = ("_next", "_pending", "active", "committed", "key", "ledger")
+    __slots__ = ("_next", "_pending", "active", "committed", "epoch", "generation", "key", "ledger")
 
-    def __init__(self, key: TopicPartitionKey, ledger: OffsetLedger) -> None:
+    def __init__(
+        self, key: TopicPartitionKey, ledger: OffsetLedger, epoch: int, generation: int = 0
+    ) -> None:
         self.key = key
         self.ledger = ledger
+        self.epoch = epoch  # the ledger's epoch when this assignment began
+        self.generation = generation  # the consumer's count of assignments of this partition
         self.active = True
         self._pending: deque[Slot] = deque()
         self._next: int | None = None  # one past the last tracked offset
@@ -97,6 +104,7 @@ class OffsetLedger:
 
     def __init__(self) -> None:
         self.partitions: dict[TopicPartitionKey, PartitionTracker] = {}
+        self.epoch = 0  # moves at every assignment change
         self.buffered_records = 0
         self.buffered_bytes = 0
 
@@ -106,13 +114,20 @@ class OffsetLedger:
             self.buffered_bytes -= slot.size
             slot.size = -1  # never counted twice (a done slot may also be dropped by a seek)
 
-    def assign(self, keys: Iterable[TopicPartitionKey]) -> None:
+    def assign(
+        self,
+        keys: Iterable[TopicPartitionKey],
+        generations: Mapping[TopicPartitionKey, int] | None = None,
+    ) -> None:
+        self.epoch += 1
         for key in keys:
             if key not in self.partitions:
-                self.partitions[key] = PartitionTracker(key, self)
+                generation = generations.get(key, 0) if generations is not None else 0
+                self.partitions[key] = PartitionTracker(key, self, self.epoch, generation)
 
     def revoke(self, keys: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         """Detach partitions; return what may still be committed for them (their watermarks)."""
+        self.epoch += 1
         final: dict[TopicPartitionKey, int] = {}
         for key in keys:
             tracker = self.partitions.pop(key, None)
@@ -128,6 +143,15 @@ class OffsetLedger:
 
     def tracker(self, key: TopicPartitionKey) -> PartitionTracker | None:
         return self.partitions.get(key)
+
+    def tracker_for(self, key: TopicPartitionKey, fetched_at: int) -> PartitionTracker | None:
+        """The tracker for a record fetched when the ledger's epoch was ``fetched_at``: None if
+        its partition is not assigned now, or was assigned anew since (the record belongs to an
+        assignment that is over; this instance reads it again from the committed offset)."""
+        tracker = self.partitions.get(key)
+        if tracker is None or tracker.epoch > fetched_at:
+            return None
+        return tracker
 
     def committable(self) -> dict[TopicPartitionKey, int]:
         """Watermarks that moved since the last commit."""

@@ -154,6 +154,13 @@ class Budget:
                 return max(0.0, r.at + self._span - now)
         return self._span  # cannot fit even in an empty window: the caller must split
 
+    def wait_empty(self, now: float) -> float:
+        """Seconds until nothing is spent in the window any more (0: nothing is)."""
+        self._expire(now)
+        if not self._spent:
+            return 0.0
+        return max(0.0, self._spent[-1].at + self._span - now)
+
     def room(self, now: float) -> tuple[int | None, int | None]:
         """Users and events still spendable in the window now (None: that budget is unlimited)."""
         self._recover(now)

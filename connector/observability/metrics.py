@@ -1,4 +1,8 @@
-"""Prometheus metrics for the connector, in a registry of its own.
+"""Prometheus metrics for the connector, in a registry of its own, and the run's counts.
+
+Every thing that happens is reported once, to one method here; that call feeds the Prometheus
+series and the plain :class:`Counts` that the stop summary, the demo and the tests read (one path:
+a count is never kept twice).
 
 Each ``Metrics`` owns a ``CollectorRegistry`` (never the process-global one) so tests and tools can
 build as many as they like. The run loop and the delivery lanes call the small typed methods below,
@@ -10,6 +14,7 @@ HTTP statuses, element types, stages, rule ids and fixed reasons: never keys, id
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 
 from prometheus_client import (
     CollectorRegistry,
@@ -45,10 +50,36 @@ def retry_reason(status: int, error_type: str | None = None) -> str:
     return "server_error"
 
 
+@dataclass(slots=True)
+class Counts:
+    """The run's totals, as the ``connector_stopped`` line reports them."""
+
+    records: int = 0  # read from Kafka
+    elements: int = 0  # handed to delivery
+    filtered: int = 0  # records a transform turned into no element
+    bad_records: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    requests: int = 0  # answered, any status
+    bytes_sent: int = 0
+    elements_accepted: int = 0
+    max_body_bytes: int = 0
+    retries: int = 0
+    throttled: int = 0
+    requests_split: int = 0  # cut to fit the budget or its room, or divided after a 413/400
+    coalesced_events: int = 0
+    coalesced_updates: int = 0
+    commits: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
 class Metrics:
     """Every connector metric, named ``moengage_connector_*``, in ``self.registry``."""
 
     def __init__(self, *, process_metrics: bool = True) -> None:
+        self.counts = Counts()
         reg = self.registry = CollectorRegistry(auto_describe=True)
         if process_metrics:  # CPU, memory and GC figures: what `make bench` sizes pods from
             ProcessCollector(registry=reg)
@@ -146,6 +177,14 @@ class Metrics:
             "Adaptive slow-down applied to the budget after 429s (1: none).",
             registry=reg,
         )
+        self._split = Counter(
+            f"{p}requests_split_total",
+            "Requests cut in two before sending, by reason: budget (more than the budget holds), "
+            "room (its first part fits the budget now), divided (MoEngage's 413, or its 400 "
+            "bisected to the elements it refuses).",
+            ["reason"],
+            registry=reg,
+        )
         self._coalesced = Counter(
             f"{p}coalesced_total",
             "Elements merged into a customer's previous element of the same request: events "
@@ -186,6 +225,7 @@ class Metrics:
     # ----- consuming ----------------------------------------------------------------------------
 
     def record_consumed(self, topic: str, partition: int, count: int = 1) -> None:
+        self.counts.records += count
         child = self._consumed.get((topic, partition))
         if child is None:
             child = self._records.labels(topic=topic, partition=str(partition))
@@ -200,6 +240,7 @@ class Metrics:
 
     def committed(self, offsets: Mapping[PartitionKey, int], seconds: float) -> None:
         """One synchronous commit took ``seconds`` and confirmed these next-offsets."""
+        self.counts.commits += 1
         self._commit_seconds.observe(seconds)
         for key, offset in offsets.items():
             child = self._offsets.get(key)
@@ -220,16 +261,29 @@ class Metrics:
         self._buffered_bytes.set(size_bytes)
         self._paused.set(paused)
 
+    def prepared(self, elements: int) -> None:
+        """One record became ``elements`` elements for delivery (0: the transform filtered it)."""
+        counts = self.counts
+        counts.elements += elements
+        if not elements:
+            counts.filtered += 1
+
     # ----- bad input ----------------------------------------------------------------------------
 
     def bad_record(self, topic: str, stage: str, rule: str) -> None:
+        self.counts.bad_records += 1
         key = (topic, stage, rule)
         child = self._bad.get(key)
         if child is None:
             child = self._bad[key] = self._bad_records.labels(topic, stage, rule)
         child.inc()
 
+    def skipped(self) -> None:
+        """A bad record skipped by its topic's policy (its ``bad_records_total`` says which)."""
+        self.counts.skipped += 1
+
     def dead_lettered(self, topic: str, stage: str) -> None:
+        self.counts.dead_lettered += 1
         key = (topic, stage)
         child = self._dlq.get(key)
         if child is None:
@@ -246,6 +300,11 @@ class Metrics:
         accepted_by_type: Mapping[str, int],
     ) -> None:
         """One answered request (any status); ``accepted_by_type`` is empty unless it was a 200."""
+        counts = self.counts
+        counts.requests += 1
+        counts.bytes_sent += body_bytes
+        counts.max_body_bytes = max(counts.max_body_bytes, body_bytes)
+        counts.elements_accepted += sum(accepted_by_type.values())
         child = self._by_status.get(status)
         if child is None:
             child = self._by_status[status] = self._requests.labels(status=str(status))
@@ -266,11 +325,19 @@ class Metrics:
         without a metrics call per element); the counter moves by what is new since last time."""
         for kind, total in (("events", events), ("updates", updates)):
             new = total - self._merged_seen[kind]
+            setattr(self.counts, f"coalesced_{kind}", total)
             if new > 0:
                 self._merged[kind].inc(new)
                 self._merged_seen[kind] = total
 
+    def split(self, reason: str) -> None:
+        """A request cut in two before sending (``budget``, ``room`` or ``divided``)."""
+        self.counts.requests_split += 1
+        self._split.labels(reason=reason).inc()
+
     def retry(self, reason: str) -> None:
+        self.counts.retries += 1
+        self.counts.throttled += reason == "throttled"
         child = self._by_reason.get(reason)
         if child is None:
             child = self._by_reason[reason] = self._retries.labels(reason=reason)

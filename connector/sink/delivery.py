@@ -26,7 +26,7 @@ import asyncio
 import random
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -48,24 +48,6 @@ log = structlog.get_logger(__name__)
 
 RejectHandler = Callable[[Slot, RejectedByApiError], None]
 AcceptHandler = Callable[[Batch], None]
-
-
-@dataclass(slots=True)
-class DeliveryStats:
-    """Counters for the demo summary, the logs and (later) metrics."""
-
-    requests: int = 0
-    requests_by_status: Counter[int] = field(default_factory=Counter)
-    bytes_sent: int = 0
-    bytes_accepted: int = 0
-    elements_accepted: int = 0
-    retries: int = 0
-    rejected_elements: int = 0
-    max_body_bytes: int = 0
-    throttled: int = 0
-    budget_splits: int = 0
-    budget_fills: int = 0  # requests cut so their first part uses the budget's room now
-    budget_wait_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +102,7 @@ class Delivery:
         unready_after: float = 10.0,
     ) -> None:
         self._client = client
-        self._metrics = metrics
+        self.metrics = metrics or Metrics(process_metrics=False)
         self._on_accepted = on_accepted
         self._posting = 0  # requests awaiting an answer right now
         self._sleep = sleep
@@ -133,7 +115,6 @@ class Delivery:
         self.lanes = [
             Lane(i, Batcher(max_request_bytes, budget, coalesce=coalesce)) for i in range(lanes)
         ]
-        self.stats = DeliveryStats()
         self.fatal: FatalApiError | None = None
         self.crashed: Exception | None = None
         self._unready_after = unready_after
@@ -146,9 +127,6 @@ class Delivery:
         self._workers: list[asyncio.Task[None]] = []
 
     # ----- producer side (called from the run loop, synchronously) ------------------------------
-
-    def check_fits_alone(self, encoded: bytes) -> None:
-        self.lanes[0].batcher.check_fits_alone(encoded)
 
     def add(
         self,
@@ -310,25 +288,33 @@ class Delivery:
                         return cut
                 if not self._budget.fits_ever(users, events):
                     return None
-                self.stats.budget_wait_seconds += wait
-                if self._metrics is not None:
-                    self._metrics.waited_for_tokens(min(wait, 1.0))
+                self.metrics.waited_for_tokens(min(wait, 1.0))
                 await self._sleep(min(wait, 1.0))  # re-check: the share may change meanwhile
             receipt = self._budget.take(users, events, self._clock())
-            if self._metrics is not None:
-                self._report_budget()
+            self._report_budget()
+            return receipt
+
+    async def _pay_alone(self, users: int, events: int) -> Receipt:
+        """Take the spend of one element larger than the budget holds now (its share shrank, or
+        429s cut it): once nothing else is in the window, so it is the window's only spend. The
+        budget's adaptation to 429s stays as it is for every lane."""
+        async with self._budget_lock:
+            while (wait := self._budget.wait_empty(self._clock())) > 0:
+                self.metrics.waited_for_tokens(min(wait, 1.0))
+                await self._sleep(min(wait, 1.0))
+            receipt = self._budget.take(users, events, self._clock())
+            self._report_budget()
             return receipt
 
     def _report_budget(self) -> None:
-        assert self._metrics is not None
         budget = self._budget
         spent = budget.spent(self._clock())
         mu, me = budget.max_users, budget.max_events
-        self._metrics.tokens(
+        self.metrics.tokens(
             None if mu is None else max(0, mu - spent.users),
             None if me is None else max(0, me - spent.events),
         )
-        self._metrics.budget_shape(budget.share, budget.factor)
+        self.metrics.budget_shape(budget.share, budget.factor)
 
     async def _deliver(self, batch: Batch, users: int, events: int) -> None:
         attempt = 0
@@ -344,9 +330,8 @@ class Delivery:
             receipt = await self._pay(batch, users, events, may_cut=attempt == 0)
             if isinstance(receipt, int):
                 # The room left now would sit unspent until the whole request fits: its leading
-                # elements go now, the rest after (same lane, in order). (test_scaling: whole
-                # requests alone left up to a request's worth of each window unspent.)
-                self.stats.budget_fills += 1
+                # elements go now, the rest after (same lane, in order).
+                self.metrics.split("room")
                 first, rest = batch.split(receipt)
                 await self._deliver(first, first.users, first.events)
                 await self._deliver(rest, rest.users, rest.events)
@@ -355,17 +340,14 @@ class Delivery:
                 # More than the budget can ever hold now (its share shrank, or 429s cut it):
                 # smaller requests, same order. A single element always fits a positive budget.
                 if len(batch) > 1:
-                    self.stats.budget_splits += 1
+                    self.metrics.split("budget")
                     await self._divide(batch, None, users, events)
                     return
-                self._budget.factor = 1.0  # one element must always be sendable
-                continue
+                receipt = await self._pay_alone(users, events)  # one element always goes
             answer = await self._send(batch, body, receipt)
             verdict = answer.verdict
             if verdict is Verdict.ACCEPTED:
                 self._trouble_since = self._trouble = None
-                self.stats.bytes_accepted += len(body)
-                self.stats.elements_accepted += len(batch)
                 for slot in batch.slots:
                     slot.ack()
                 if self._on_accepted is not None:
@@ -409,11 +391,8 @@ class Delivery:
                     UNEXPECTED_HINT,
                 )
             delay = min(delay, max(0.0, left))  # the last try lands on the limit, not past it
-        self.stats.retries += 1
-        if self._metrics is not None:
-            self._metrics.retry(retry_reason(answer.status, answer.error_type))
+        self.metrics.retry(retry_reason(answer.status, answer.error_type))
         if answer.verdict is Verdict.THROTTLED:
-            self.stats.throttled += 1
             self._budget.throttled(now)
             if answer.retry_after is not None:
                 delay = max(delay, self._retry_after(answer))
@@ -462,24 +441,20 @@ class Delivery:
             self._budget.refund(receipt, self._clock())  # not counted by the server
         else:
             self._budget.answered(receipt, self._clock())  # counted some time until now
-        self._count(answer, len(body))
         self.progress.set()
-        if self._metrics is not None:
-            accepted = Counter(batch.kinds) if answer.verdict is Verdict.ACCEPTED else {}
-            self._metrics.request_done(answer.status, len(body), len(batch), accepted)
+        accepted = Counter(batch.kinds) if answer.verdict is Verdict.ACCEPTED else {}
+        self.metrics.request_done(answer.status, len(body), len(batch), accepted)
         return answer
 
     async def _post(self, body: bytes) -> Answer:
         """One request, counted in flight while it waits for its answer."""
         self._posting += 1
-        if self._metrics is not None:
-            self._metrics.set_in_flight(self._posting)
+        self.metrics.set_in_flight(self._posting)
         try:
             return await self._client.post(body)
         finally:
             self._posting -= 1
-            if self._metrics is not None:
-                self._metrics.set_in_flight(self._posting)
+            self.metrics.set_in_flight(self._posting)
 
     # Room that would otherwise sit unspent this long (a share of the window) is worth a request
     # of its own, however small: at the end of a burst, the room left waits for the burst's own
@@ -509,7 +484,6 @@ class Delivery:
             await self._deliver(second, second.users, second.events)
             return
         if len(batch) == 1:
-            self.stats.rejected_elements += 1
             rule = "api.too_large" if answer.verdict is Verdict.TOO_LARGE else "api.rejected"
             for slot in batch.slots:  # a coalesced element carries several records
                 err = RejectedByApiError(
@@ -524,13 +498,7 @@ class Delivery:
             answer=answer.describe(),
             elements=len(batch),
         )
+        self.metrics.split("divided")
         first, second = batch.split()
         await self._deliver(first, first.users, first.events)
         await self._deliver(second, second.users, second.events)
-
-    def _count(self, answer: Answer, size: int) -> None:
-        stats = self.stats
-        stats.requests += 1
-        stats.requests_by_status[answer.status] += 1
-        stats.bytes_sent += size
-        stats.max_body_bytes = max(stats.max_body_bytes, size)

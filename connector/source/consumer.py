@@ -41,6 +41,19 @@ def _keys(partitions: Iterable[TopicPartition]) -> list[TopicPartitionKey]:
     return [(tp.topic, tp.partition) for tp in partitions]
 
 
+def owned_now(
+    offsets: dict[TopicPartitionKey, tuple[int, int]],
+    assignment: set[TopicPartitionKey],
+    generations: dict[TopicPartitionKey, int],
+) -> dict[TopicPartitionKey, int]:
+    """The offsets whose partition is assigned now, in the generation they were computed for."""
+    return {
+        key: offset
+        for key, (offset, generation) in offsets.items()
+        if key in assignment and generations.get(key) == generation
+    }
+
+
 class KafkaSource:
     """Subscribe, consume in batches, commit exact offsets, pause and resume."""
 
@@ -67,6 +80,9 @@ class KafkaSource:
         # across a revoke and a re-assignment, so these are resumed (or paused) explicitly.
         self.fresh: set[TopicPartitionKey] = set()
         self.last_error: KafkaError | None = None
+        # How many times each partition was assigned: a commit names the assignment it was
+        # computed for, and is dropped on the Kafka thread if that assignment is over.
+        self.generations: dict[TopicPartitionKey, int] = {}
         self.total_partitions = 0  # of the subscribed topics: the denominator of the budget share
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -114,6 +130,8 @@ class KafkaSource:
         self._refresh_total(consumer)
         self.assignment.update(keys)
         self.fresh.update(keys)
+        for key in keys:
+            self.generations[key] = self.generations.get(key, 0) + 1
         log.info("partitions_assigned", partitions=[f"{t}[{p}]" for t, p in keys])
         self._run_on_loop(self._on_assign, keys)
 
@@ -121,8 +139,8 @@ class KafkaSource:
         keys = _keys(partitions)
         log.info("partitions_revoked", partitions=[f"{t}[{p}]" for t, p in keys])
         final = self._run_on_loop(self._on_revoke, keys)
-        if final:
-            self._commit_sync(final)
+        if final:  # this assignment's last commit: it still owns the partitions here
+            self._commit_owned(final)
         self.assignment.difference_update(keys)
         self.paused.difference_update(keys)
 
@@ -140,14 +158,27 @@ class KafkaSource:
         msgs: list[Message] = await self._call(self._consumer.consume, max_messages, timeout)
         return msgs
 
-    async def commit(self, offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, int]:
-        """Commit exactly these next-offsets; return the ones the broker confirmed."""
-        done: dict[TopicPartitionKey, int] = await self._call(self._commit_sync, offsets)
+    async def commit(
+        self, offsets: dict[TopicPartitionKey, tuple[int, int]]
+    ) -> dict[TopicPartitionKey, int]:
+        """Commit next-offsets, each for the assignment generation it was computed under;
+        return the ones the broker confirmed. Runs on the Kafka thread, in order with the
+        rebalance callbacks: a partition revoked (or revoked and assigned again) since the
+        offsets were computed is left out, so a late commit never lands after the revoke's final
+        commit nor moves the new owner's position."""
+        done: dict[TopicPartitionKey, int] = await self._call(self._commit_current, offsets)
         return done
 
-    def _commit_sync(self, offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, int]:
+    def _commit_current(
+        self, offsets: dict[TopicPartitionKey, tuple[int, int]]
+    ) -> dict[TopicPartitionKey, int]:
+        return self._commit_owned(owned_now(offsets, self.assignment, self.generations))
+
+    def _commit_owned(self, offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, int]:
         """The one place offsets are committed: synchronously, every partition's error checked."""
         assert self._consumer is not None
+        if not offsets:
+            return {}
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
             result = self._consumer.commit(offsets=tps, asynchronous=False)

@@ -183,6 +183,8 @@ def test_preview_prints_elements_for_a_real_topic_without_committing(
     _, schema = load_schema("event")
     rows = list(events(6, 3))
     rows[4]["event_name"] = ""  # an empty action name: preview shows the error, not a crash
+    # An element that can never fit a request (as 'run' finds it: preview uses its processor).
+    rows[2]["properties"] = {f"k{i}": "x" * 200 for i in range(600)}
     produce(broker.bootstrap, topic, [(e["user_id"].encode(), encode_raw(schema, e)) for e in rows])
     group = names("group")
     cfg = base_config(
@@ -200,6 +202,7 @@ def test_preview_prints_elements_for_a_real_topic_without_committing(
                         "customer_id": "user_id",
                         "action": "event_name",
                         "current_time": "event_time",
+                        "attributes": {"from": "properties"},
                     }
                 },
             },
@@ -215,9 +218,13 @@ def test_preview_prints_elements_for_a_real_topic_without_committing(
     assert len(docs) == 6
     ok = [d for d in docs if "elements" in d]
     bad = [d for d in docs if "error" in d]
-    assert len(ok) == 5
-    assert len(bad) == 1
-    assert "action.empty" in bad[0]["error"]
+    assert len(ok) == 4
+    assert len(bad) == 2
+    assert f"{topic}[" in bad[0]["error"]  # located: topic[partition]@offset
+    assert {"action.empty", "element.too_large"} == {
+        rule for d in bad for rule in ("action.empty", "element.too_large") if rule in d["error"]
+    }
+    assert all("users" in c and "events" in c for d in ok for c in d["cost"])
     assert all(d["elements"][0]["type"] == "event" for d in ok)
     assert {d["elements"][0]["customer_id"] for d in ok} <= {e["user_id"] for e in rows}
     assert "nothing committed" in result.stdout

@@ -30,7 +30,7 @@ from connector.devtools.broker import LocalBroker
 from connector.devtools.kafkautil import committed_offsets, produce
 from connector.devtools.servers import BackgroundApp, SandboxProcess
 from connector.devtools.workload import users
-from connector.pipeline import ExitCode
+from connector.errors import ExitCode
 from connector.sandbox.registry import create_registry_app
 from connector.source.decoding import encode_confluent
 from tests.integration.conftest import (

@@ -1,6 +1,7 @@
-"""The bad records of tests/integration/bad_records.py, through decode, transform, validate and
-encode in process: each fails with the (stage, rule) it promises, through BadRecordError only,
-and the normalised ones come out as promised. Keeps the integration data honest."""
+"""The bad records of tests/integration/bad_records.py, through the run loop's record processor
+in process (decode, transform, validate, encode, size): each fails with the (stage, rule) it
+promises, through BadRecordError only, located at its record; the normalised ones come out as
+promised. Keeps the integration data honest."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Message
 
-from connector.batching import encode
 from connector.config import parse_settings
-from connector.errors import BadRecordError
-from connector.pipeline import TopicPipeline, build_pipelines, build_validator
+from connector.errors import BadRecordError, RecordRef
+from connector.processing import RecordProcessor, TopicPipeline
 from connector.source import decoding
-from connector.transforms import Record
 from tests.integration.bad_records import (
     EVENT_SCHEMA,
     TOPICS,
@@ -29,44 +29,38 @@ SCHEMA_ID = 3
 
 
 @pytest.fixture(scope="module")
-def pipes() -> tuple[dict[str, TopicPipeline], Any]:
+def processor() -> RecordProcessor:
     raw = {
         "moengage": {"data_center": "01"},
         "kafka": {"bootstrap.servers": "127.0.0.1:9092", "group.id": "g"},
         "topics": [{"name": k, **v} for k, v in TOPICS.items() if k != "confluent_event"],
     }
-    settings = parse_settings(raw, base_dir=Path(), environ={})
-    built = build_pipelines(settings)
+    processor = RecordProcessor(parse_settings(raw, base_dir=Path(), environ={}))
     schema = decoding.load_schema_file(EVENT_SCHEMA, key_path="test")
     confluent = decoding._ConfluentDecoder(FakeLookup({SCHEMA_ID: schema}))
-    built["confluent_event"] = TopicPipeline(confluent, built["avro_event"].transform)
-    return built, build_validator(settings)
+    pipes = processor.pipelines
+    pipes["confluent_event"] = TopicPipeline(confluent, pipes["avro_event"].transform)
+    return processor
 
 
-def run(pipes: tuple[dict[str, TopicPipeline], Any], topic: str, value: bytes) -> list[Any]:
-    built, validator = pipes
-    pipe = built[topic]
-    record = Record(topic, 0, 0, None, pipe.decoder(value), (), None)
-    out = []
-    for element in pipe.transform(record):
-        out.append(validator.validate(element))
-        encode(element)
-    return out
+def run(processor: RecordProcessor, topic: str, value: bytes) -> list[Any]:
+    """The elements of one record of ``topic``, as the run loop's processor prepares them."""
+    msg = Message(topic=topic, partition=0, offset=7, value=value, timestamp=(1, 0))
+    return [element for _, _, _, element in processor.process(msg)]
 
 
 @pytest.mark.parametrize("case", bad_records(SCHEMA_ID), ids=lambda c: c.name)
-def test_each_bad_record_fails_where_it_says(
-    pipes: tuple[dict[str, TopicPipeline], Any], case: BadRecord
-) -> None:
+def test_each_bad_record_fails_where_it_says(processor: RecordProcessor, case: BadRecord) -> None:
     with pytest.raises(BadRecordError) as info:
-        run(pipes, case.topic, case.value)
+        run(processor, case.topic, case.value)
     assert (info.value.stage, info.value.rule) == (case.stage, case.rule)
+    assert info.value.ref == RecordRef(case.topic, 0, 7)
 
 
 @pytest.mark.parametrize("case", normalised_records(), ids=lambda c: c.name)
 def test_each_normalised_record_is_delivered_as_it_says(
-    pipes: tuple[dict[str, TopicPipeline], Any], case: NormalisedRecord
+    processor: RecordProcessor, case: NormalisedRecord
 ) -> None:
-    (element,) = run(pipes, case.topic, case.value)
+    (element,) = run(processor, case.topic, case.value)
     action = element["actions"][0]
     assert {k: action.get(k) for k in case.action} == case.action

@@ -4,17 +4,13 @@ rebalance changes (README "One budget for the whole consumer group")."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
-from connector.app import Connector
 from connector.batching import Cost
-from connector.config import Credentials, parse_settings
-from connector.offsets import TopicPartitionKey
-from connector.pipeline import element_cost
+from connector.flow import BudgetShare
+from connector.processing import element_cost
 from connector.ratelimit import Budget
 
 
@@ -94,119 +90,57 @@ def test_costs_of_one_element_are_stable_across_calls() -> None:
 
 
 class _Source:
-    """The two attributes of KafkaSource that _update_share reads."""
+    """The attribute of KafkaSource that BudgetShare reads."""
 
-    def __init__(self, total_partitions: int, assignment: set[TopicPartitionKey]) -> None:
+    def __init__(self, total_partitions: int) -> None:
         self.total_partitions = total_partitions
-        self.assignment = assignment
 
 
-def _connector(rate_share: float | None) -> Connector:
-    moengage: dict[str, Any] = {
-        "base_url": "http://127.0.0.1:9",
-        "users_per_minute": 1000,
-        "events_per_minute": 10_000,
-    }
-    if rate_share is not None:
-        moengage["rate_share"] = rate_share
-    settings = parse_settings(
-        {
-            "moengage": moengage,
-            "kafka": {"bootstrap.servers": "127.0.0.1:9", "group.id": "costs"},
-            "topics": [
-                {
-                    "name": "users",
-                    "format": "json",
-                    "transform": {"mapping": {"type": "customer", "customer_id": "user_id"}},
-                }
-            ],
-            "observability": {"enabled": False},
-        },
-        base_dir=Path.cwd(),
-        environ={},
-    )
-    return Connector(settings, Credentials(workspace_id="WS", api_key=SecretStr("costs-key")))
+def _share(rate_share: float | None, total: int) -> tuple[BudgetShare, Budget]:
+    """A budget built as the connector builds it, and its share over ``total`` partitions."""
+    budget = Budget(1000, 10_000, 0.0, window=60.0, share=rate_share or 1.0)
+    return BudgetShare(budget, _Source(total), rate_share), budget  # type: ignore[arg-type]
 
 
-def _wire(conn: Connector, total: int, owned: int) -> tuple[_Source, Budget]:
-    """A fake source and a Budget built as Connector.run builds it."""
-    m = conn.settings.moengage
-    source = _Source(total, {("users", p) for p in range(owned)})
-    budget = Budget(
-        m.users_per_minute,
-        m.events_per_minute,
-        0.0,
-        window=m.rate_window_seconds,
-        share=m.rate_share or 1.0,
-    )
-    conn.source = source  # type: ignore[assignment]
-    conn.budget = budget
-    return source, budget
-
-
-async def test_static_rate_share_is_kept_across_rebalances() -> None:
-    conn = _connector(rate_share=0.25)
-    source, budget = _wire(conn, total=12, owned=4)
+def test_static_rate_share_is_kept_across_rebalances() -> None:
+    share, budget = _share(rate_share=0.25, total=12)
     assert budget.share == 0.25
 
-    conn._update_share(len(source.assignment))  # assigned 4 of 12 would be a third
+    share.update(4, 1.0)  # assigned 4 of 12 would be a third
     assert budget.share == 0.25
-    conn._update_share(12)  # everything
+    share.update(12, 2.0)  # everything
     assert budget.share == 0.25
-    conn._update_share(1)
+    share.update(1, 3.0)
     assert budget.share == 0.25
     assert budget.max_users == 250
     assert budget.max_events == 2500
 
 
-async def test_without_rate_share_the_share_is_owned_over_total() -> None:
-    conn = _connector(rate_share=None)
-    source, budget = _wire(conn, total=12, owned=4)
+def test_without_rate_share_the_share_is_owned_over_total() -> None:
+    share, budget = _share(rate_share=None, total=12)
     assert budget.share == 1.0
 
-    conn._update_share(len(source.assignment))
+    share.update(4, 1.0)
     assert budget.share == pytest.approx(4 / 12)
     assert budget.max_users == 333
     assert budget.max_events == 3333
 
-    conn._update_share(6)  # one of three instances died: the two others take half each
+    share.update(6, 2.0)  # one of three instances died: the two others take half each
     assert budget.share == pytest.approx(0.5)
-    conn._update_share(12)
+    share.update(12, 3.0)
     assert budget.share == pytest.approx(1.0)
 
 
-async def test_rebalance_hooks_update_the_share_from_the_assignment() -> None:
-    """_on_assign / _on_revoke feed _update_share with what the source owns (revoked keys out)."""
-    conn = _connector(rate_share=None)
-    source, budget = _wire(conn, total=12, owned=0)
-    # No delivery is running (conn.delivery is None): revocation has nothing in flight to await.
-
-    keys = [("users", p) for p in range(6)]
-    source.assignment.update(keys)  # KafkaSource adds them before calling the hook
-    await conn._on_assign(keys)
-    assert budget.share == pytest.approx(6 / 12)
-
-    revoked = keys[:3]
-    await conn._on_revoke(revoked)  # the source still holds them when the hook runs
-    assert budget.share == pytest.approx(3 / 12)
-
-
-async def test_rebalance_hooks_keep_a_static_rate_share() -> None:
-    conn = _connector(rate_share=0.5)
-    source, budget = _wire(conn, total=12, owned=0)
-
-    keys = [("users", p) for p in range(3)]
-    source.assignment.update(keys)
-    await conn._on_assign(keys)
-    assert budget.share == 0.5
-    await conn._on_revoke(keys[:1])
-    assert budget.share == 0.5
-
-
-async def test_owning_nothing_keeps_the_last_share() -> None:
+def test_owning_nothing_keeps_the_last_share() -> None:
     """All partitions revoked: the share is not set to 0 (Budget.set_share ignores it)."""
-    conn = _connector(rate_share=None)
-    _, budget = _wire(conn, total=12, owned=4)
-    conn._update_share(4)
-    conn._update_share(0)
+    share, budget = _share(rate_share=None, total=12)
+    share.update(4, 1.0)
+    share.update(0, 2.0)
     assert budget.share == pytest.approx(4 / 12)
+
+
+def test_an_unknown_partition_total_leaves_the_share_alone() -> None:
+    """Metadata not fetched yet (total 0): no division by zero, no change."""
+    share, budget = _share(rate_share=None, total=0)
+    share.update(3, 1.0)
+    assert budget.share == 1.0

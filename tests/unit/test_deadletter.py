@@ -15,15 +15,21 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
-from pydantic import SecretStr
 
 from connector import deadletter
-from connector.app import Connector
-from connector.config import Credentials, parse_settings
+from connector.badinput import BadInputRouter
+from connector.config import parse_settings
 from connector.deadletter import DeadLetterWriter
-from connector.errors import BadRecordError, DecodeError, RecordRef, RejectedByApiError
+from connector.errors import (
+    BadRecordError,
+    ConnectorError,
+    DecodeError,
+    ExitCode,
+    RecordRef,
+    RejectedByApiError,
+)
+from connector.observability.metrics import Metrics
 from connector.offsets import OffsetLedger, Slot
-from connector.pipeline import ExitCode
 from tests.unit.configs import minimal_raw
 
 TOPIC = "orders"
@@ -55,6 +61,7 @@ class FakeProducer:
     writes: list[Write] = field(default_factory=list)
     full: int = 0  # raise BufferError on the next ``full`` produce calls
     refuse: KafkaError | None = None  # raise this from every produce call, as librdkafka does
+    poll_timeouts: list[float] = field(default_factory=list)
 
     def produce(
         self,
@@ -80,6 +87,7 @@ class FakeProducer:
         self.writes[i].answer = err
 
     def poll(self, timeout: float = 0) -> int:
+        self.poll_timeouts.append(timeout)
         served = 0
         for w in self.writes:
             if not w.reported and w.answer is not UNANSWERED:
@@ -130,14 +138,39 @@ def _decode_error(offset: int) -> BadRecordError:
     ).at(RecordRef(TOPIC, 0, offset))
 
 
-def _connector(tmp_path: Path) -> Connector:
+@dataclass
+class Harness:
+    """The bad-input router over one assigned partition, recording how it stops the connector."""
+
+    router: BadInputRouter
+    ledger: OffsetLedger
+    metrics: Metrics
+    failures: list[tuple[ConnectorError, ExitCode]]
+
+    @property
+    def dlq(self) -> DeadLetterWriter | None:
+        return self.router.writer
+
+    @property
+    def failure(self) -> ConnectorError | None:
+        return self.failures[0][0] if self.failures else None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.failures[0][1] if self.failures else ExitCode.OK
+
+
+def _connector(tmp_path: Path) -> Harness:
     raw = minimal_raw(observability={"enabled": False})
     raw["topics"][0].update(name=TOPIC, dead_letter_topic=DLQ)
     settings = parse_settings(raw, base_dir=tmp_path, environ={})
     assert settings.topic(TOPIC).error_policy == "dlq"
-    conn = Connector(settings, Credentials(workspace_id="W", api_key=SecretStr("k")))
-    conn.ledger.assign([KEY])
-    return conn
+    failures: list[tuple[ConnectorError, ExitCode]] = []
+    metrics = Metrics(process_metrics=False)
+    router = BadInputRouter(settings, metrics, lambda e, code: failures.append((e, code)))
+    ledger = OffsetLedger()
+    ledger.assign([KEY])
+    return Harness(router, ledger, metrics, failures)
 
 
 def _three_records(ledger: OffsetLedger) -> tuple[Slot, Slot, Slot]:
@@ -150,7 +183,7 @@ def _three_records(ledger: OffsetLedger) -> tuple[Slot, Slot, Slot]:
     return before, bad, after
 
 
-def _fake(conn: Connector) -> FakeProducer:
+def _fake(conn: Harness) -> FakeProducer:
     assert conn.dlq is not None
     producer = conn.dlq._producer
     assert isinstance(producer, FakeProducer)
@@ -162,7 +195,7 @@ def test_a_dead_lettered_offset_is_committable_only_after_the_broker_confirms(
 ) -> None:
     conn = _connector(tmp_path)
     _, bad, _ = _three_records(conn.ledger)
-    conn._bad_record(bad, _decode_error(11), FakeMessage(11))  # type: ignore[arg-type]
+    conn.router.route(bad, _decode_error(11), FakeMessage(11))  # type: ignore[arg-type]
     producer = _fake(conn)
     assert [w.topic for w in producer.writes] == [DLQ]
 
@@ -175,12 +208,12 @@ def test_a_dead_lettered_offset_is_committable_only_after_the_broker_confirms(
     # The broker confirmed, but the report has not been served yet: still held.
     producer.answer(0, None)
     assert conn.ledger.committable() == {KEY: 11}
-    assert conn.stats.dead_lettered == 0
+    assert conn.metrics.counts.dead_lettered == 0
 
     # The delivery report says "written": only now does the watermark pass the record.
     conn.dlq.poll()
     assert conn.ledger.committable() == {KEY: 13}
-    assert conn.stats.dead_lettered == 1
+    assert conn.metrics.counts.dead_lettered == 1
     assert conn.dlq.written == 1
     assert conn.dlq.in_flight == 0
     assert conn.failure is None
@@ -192,10 +225,10 @@ FAILURES = [KafkaError._MSG_TIMED_OUT, KafkaError.TOPIC_AUTHORIZATION_FAILED]
 # connector/app.py ``_bad_record``: the failure branch of ``confirmed`` calls
 # ``log.error("dead_letter_failed", topic=dlq_topic, ..., **fields)`` while ``fields`` already
 # holds ``topic``, so it raises TypeError out of ``poll()`` before ``_fail`` runs.
-def _failed_write(tmp_path: Path, code: int) -> tuple[Connector, Slot]:
+def _failed_write(tmp_path: Path, code: int) -> tuple[Harness, Slot]:
     conn = _connector(tmp_path)
     _, bad, _ = _three_records(conn.ledger)
-    conn._bad_record(bad, _decode_error(11), FakeMessage(11))  # type: ignore[arg-type]
+    conn.router.route(bad, _decode_error(11), FakeMessage(11))  # type: ignore[arg-type]
     _fake(conn).answer(0, KafkaError(code))
     return conn, bad
 
@@ -207,7 +240,7 @@ def test_a_failed_dead_letter_write_never_releases_the_record(tmp_path: Path, co
     conn.dlq.poll()
     assert conn.ledger.committable() == {KEY: 11}  # never past the record
     assert bad.remaining == 1
-    assert conn.stats.dead_lettered == 0
+    assert conn.metrics.counts.dead_lettered == 0
     assert conn.dlq.written == 0
     assert conn.dlq.in_flight == 0
 
@@ -225,13 +258,13 @@ def test_a_failed_dead_letter_write_stops_the_connector_with_exit_code_7(
     assert conn.exit_code == ExitCode.DEAD_LETTER
     assert conn.failure is not None
     assert DLQ in str(conn.failure)
-    assert conn._stop.is_set()
+    assert len(conn.failures) == 1  # stops the connector, once
 
 
 def test_an_unconfirmed_write_at_shutdown_keeps_the_record_uncommitted(tmp_path: Path) -> None:
     conn = _connector(tmp_path)
     _, bad, _ = _three_records(conn.ledger)
-    conn._bad_record(bad, _decode_error(11), FakeMessage(11))  # type: ignore[arg-type]
+    conn.router.route(bad, _decode_error(11), FakeMessage(11))  # type: ignore[arg-type]
     assert conn.dlq is not None
     assert conn.dlq.flush(0.01) == 1  # the broker never answered within the grace period
     assert conn.ledger.committable() == {KEY: 11}
@@ -252,7 +285,8 @@ def test_a_record_with_two_rejected_elements_waits_for_its_one_dead_letter_write
     slot.add_element()
     slot.release()  # both elements handed to batches
     for _ in range(2):
-        conn._rejected_by_api(slot, RejectedByApiError("MoEngage rejected it", rule="api.rejected"))
+        rejected = RejectedByApiError("MoEngage rejected it", rule="api.rejected")
+        conn.router.rejected_by_api(slot, rejected)
     producer = _fake(conn)
     assert len(producer.writes) == 1
     assert slot.remaining == 1  # the second rejection released its own count only
@@ -269,11 +303,19 @@ def test_the_writer_reports_only_from_poll_and_keeps_the_record_whole() -> None:
     writer = DeadLetterWriter({"bootstrap.servers": "127.0.0.1:1"})
     producer = writer._producer
     assert isinstance(producer, FakeProducer)
-    producer.full = 2  # the local queue is full twice: the writer serves reports and retries
+    producer.full = 2  # the local queue is full twice: the write waits for the next polls
     reports: list[KafkaError | None] = []
     writer.send(DLQ, FakeMessage(11), _decode_error(11), reports.append)  # type: ignore[arg-type]
+    # Nothing blocks the event loop: no write yet, and no waiting poll (the old writer looped on
+    # poll(0.05) here, stalling every delivery lane while the queue was full).
+    assert producer.writes == []
+    assert producer.poll_timeouts == []
+    assert writer.flush(0) == 1  # tried again, still no room: unconfirmed
+    assert producer.writes == []
+    writer.poll()  # room now
     assert reports == []  # produce() never reports; the broker has not answered
     assert writer.in_flight == 1
+    assert all(t == 0 for t in producer.poll_timeouts)
 
     (w,) = producer.writes
     assert (w.key, w.value) == (b"customer-7", b"\x01not-confluent-framed")
@@ -307,7 +349,7 @@ def test_a_record_too_large_for_the_dead_letter_topic_is_written_truncated_and_s
 ) -> None:
     conn = _connector(tmp_path)
     _, bad, _ = _three_records(conn.ledger)
-    conn._bad_record(bad, _decode_error(11), BigMessage(11))  # type: ignore[arg-type]
+    conn.router.route(bad, _decode_error(11), BigMessage(11))  # type: ignore[arg-type]
     producer = _fake(conn)
     (w,) = producer.writes
     assert w.value is not None
@@ -330,7 +372,7 @@ def test_a_size_refusal_from_the_broker_is_written_again_smaller(tmp_path: Path)
     """The topic's own limit is below the producer's: the broker refuses; a quarter is tried."""
     conn = _connector(tmp_path)
     _, bad, _ = _three_records(conn.ledger)
-    conn._bad_record(bad, _decode_error(11), BigMessage(11))  # type: ignore[arg-type]
+    conn.router.route(bad, _decode_error(11), BigMessage(11))  # type: ignore[arg-type]
     producer = _fake(conn)
     assert conn.dlq is not None
     producer.answer(0, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
@@ -354,7 +396,7 @@ def test_a_write_the_producer_refuses_at_once_stops_with_exit_code_7(tmp_path: P
     conn = _connector(tmp_path)
     _, bad, _ = _three_records(conn.ledger)
     _fake(conn).refuse = KafkaError(KafkaError._UNKNOWN_TOPIC)
-    conn._bad_record(bad, _decode_error(11), FakeMessage(11))  # type: ignore[arg-type]
+    conn.router.route(bad, _decode_error(11), FakeMessage(11))  # type: ignore[arg-type]
     assert conn.exit_code == ExitCode.DEAD_LETTER
     assert conn.failure is not None
     assert DLQ in str(conn.failure)

@@ -11,13 +11,13 @@ from typing import Any
 
 import orjson
 import pytest
-from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from connector.app import Connector
+from connector.app import make_delivery
 from connector.batching import Cost
-from connector.config import Credentials, parse_settings
+from connector.config import parse_settings
 from connector.errors import FatalApiError, RejectedByApiError
+from connector.observability.metrics import Metrics
 from connector.offsets import OffsetLedger, Slot
 from connector.ratelimit import Budget, Spend
 from connector.sink.client import Answer, Verdict, classify, parse_retry_after
@@ -44,6 +44,13 @@ class ScriptedClient:
     async def post(self, body: bytes) -> Answer:
         self.bodies.append(body)
         return self.script.pop(0) if self.script else self.rule(body)
+
+
+def splits(h: Harness, reason: str) -> float:
+    """Requests the lanes cut in two for ``reason`` (the requests_split_total metric)."""
+    registry = h.delivery.metrics.registry
+    value = registry.get_sample_value("moengage_connector_requests_split_total", {"reason": reason})
+    return value or 0.0
 
 
 class Harness:
@@ -110,7 +117,7 @@ async def test_5xx_is_retried_and_nothing_is_acknowledged_until_the_200() -> Non
     await h.deliver()
     assert len(client.bodies) == 3
     assert client.bodies[0] == client.bodies[2]  # the same request, resent
-    assert h.delivery.stats.retries == 2
+    assert h.delivery.metrics.counts.retries == 2
     assert h.ledger.committable() == {("t", 0): 1}
 
 
@@ -216,7 +223,7 @@ async def test_a_request_costing_more_than_the_budget_holds_is_split_not_stuck()
     await h.deliver()
     counts = [len(orjson.loads(b)["elements"]) for b in client.bodies]
     assert counts == [5, 3]  # as much as the window holds, then the rest once it has room
-    assert h.delivery.stats.budget_fills == 1
+    assert splits(h, "room") == 1
     assert h.ledger.committable() == {("t", 0): 8}
     assert h.sleeps  # the second part waited for the window to slide
 
@@ -233,7 +240,7 @@ async def test_a_request_that_no_longer_fits_whole_is_halved_when_nothing_fits_n
     counts = [len(orjson.loads(b)["elements"]) for b in client.bodies]
     assert sum(counts) == 8
     assert max(counts) <= 5
-    assert h.delivery.stats.budget_splits >= 1
+    assert splits(h, "budget") >= 1
     assert h.ledger.committable() == {("t", 0): 8}
 
 
@@ -250,7 +257,7 @@ async def test_the_room_left_in_the_window_is_used_by_the_first_part_of_a_reques
     bodies = [[e["customer_id"] for e in orjson.loads(b)["elements"]] for b in client.bodies]
     assert [len(b) for b in bodies] == [15, 5]
     assert [c for b in bodies for c in b] == [f"user{i}" for i in range(20)]  # order kept
-    assert h.delivery.stats.budget_fills == 1
+    assert splits(h, "room") == 1
     assert h.sleeps
     assert h.now >= 10  # the last 5 waited for the first spend to leave the window
     assert h.ledger.committable() == {("t", 0): 20}
@@ -266,7 +273,7 @@ async def test_a_small_room_is_not_filled_with_a_tiny_request_when_the_whole_fit
         h.add(i, f"user{i}")
     await h.deliver()
     assert [len(orjson.loads(b)["elements"]) for b in client.bodies] == [20]
-    assert h.delivery.stats.budget_fills == 0
+    assert splits(h, "room") == 0
     assert h.now == pytest.approx(0.1)  # it waited the tenth of a second, not a window
 
 
@@ -280,7 +287,7 @@ async def test_a_small_room_is_filled_when_the_whole_would_wait_a_window() -> No
         h.add(i, f"user{i}")
     await h.deliver()
     assert [len(orjson.loads(b)["elements"]) for b in client.bodies] == [3, 17]
-    assert h.delivery.stats.budget_fills == 1
+    assert splits(h, "room") == 1
     assert h.ledger.committable() == {("t", 0): 20}
 
 
@@ -317,7 +324,7 @@ async def test_a_429_refunds_and_settles_under_what_was_accepted() -> None:
     h.add(0, "user0")
     await h.deliver()
     assert budget.max_users == 360  # the refunded request does not count as accepted
-    assert h.delivery.stats.throttled == 1
+    assert h.delivery.metrics.counts.throttled == 1
 
 
 async def test_a_spend_counts_from_its_answer_and_a_429_voids_it() -> None:
@@ -413,7 +420,7 @@ async def test_a_400_or_413_not_from_moengage_blames_no_element(status: int, bod
     assert isinstance(h.delivery.fatal, FatalApiError)
     assert h.delivery.fatal.status == status
     assert {_elements(b) for b in client.bodies} == {8}  # always the whole request
-    assert h.delivery.stats.rejected_elements == 0
+    assert splits(h, "divided") == 0
 
 
 async def test_answers_not_from_moengage_then_a_success_deliver_everything() -> None:
@@ -665,8 +672,13 @@ async def test_the_settings_reach_the_lanes() -> None:
         "unready_after_seconds": 13,
     }
     settings = parse_settings(raw, base_dir=Path("."), environ={})
-    app = Connector(settings, Credentials(workspace_id="W", api_key=SecretStr("k")))
-    delivery = app.make_delivery(ScriptedClient([]), Budget(None, None, now=0))  # type: ignore[arg-type]
+    delivery = make_delivery(
+        settings,
+        ScriptedClient([]),  # type: ignore[arg-type]
+        Budget(None, None, now=0),
+        metrics=Metrics(process_metrics=False),
+        on_rejected=lambda slot, error: None,
+    )
     assert delivery._retry.retry_after_cap == 7
     assert delivery._retry.unexpected_for == 11
     assert delivery._unready_after == 13
@@ -683,3 +695,22 @@ def test_the_new_settings_have_documented_defaults() -> None:
         300.0,
         10.0,
     )
+
+
+async def test_an_element_larger_than_the_budget_goes_alone_and_keeps_the_429_adaptation() -> None:
+    """429s have cut the budget to one user a window; an element costing three can never fit.
+    It is sent alone once the window is empty; the budget's adaptation (shared by every lane)
+    stays. (Delivery used to set the factor back to 1.0 here, undoing it for all lanes.)"""
+    budget = Budget(10, None, now=0, window=10)
+    budget.factor = 0.1
+    assert budget.max_users == 1
+    h = Harness(ScriptedClient([]), budget=budget)
+    tracker = h.ledger.tracker(("t", 0))
+    assert tracker is not None
+    slot = tracker.track(0, 1)
+    device = orjson.dumps({"type": "device", "customer_id": "u1", "device_id": "d1"})
+    h.delivery.add(device, slot, Cost(users=3), "u1", now=0)
+    slot.release()
+    await h.deliver()
+    assert h.ledger.committable() == {("t", 0): 1}
+    assert budget.factor == 0.1

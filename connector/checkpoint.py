@@ -1,0 +1,78 @@
+"""The checkpoint: which records may be committed, committing them, and handing partitions over.
+
+It owns the offset ledger (:mod:`connector.offsets`). Every record is tracked under the assignment
+it was fetched under: a message fetched before a revoke is never tracked under a later assignment
+of its partition (it is read again from the committed offset), and a commit names the assignment
+generation each offset belongs to, so it is only ever issued for partitions owned at that moment,
+in order with the rebalance callbacks on the Kafka thread.
+"""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Message
+
+from connector.observability.metrics import Metrics
+from connector.offsets import OffsetLedger, Slot, TopicPartitionKey
+from connector.source.consumer import KafkaSource
+
+
+class Checkpoint:
+    """The ledger of tracked records and the one place that commits their offsets."""
+
+    def __init__(self, source: KafkaSource, metrics: Metrics) -> None:
+        self.ledger = OffsetLedger()
+        self._source = source
+        self._metrics = metrics
+
+    @property
+    def epoch(self) -> int:
+        """Moves at every assignment change: read it when a batch of messages arrives."""
+        return self.ledger.epoch
+
+    def track(self, msg: Message, fetched_at: int) -> Slot | None:
+        """A slot for a consumed message fetched at epoch ``fetched_at``; None when its partition
+        is not this instance's any more, or was assigned to it anew since the fetch."""
+        tracker = self.ledger.tracker_for((msg.topic(), msg.partition()), fetched_at)  # type: ignore[arg-type]
+        if tracker is None:
+            return None
+        raw = msg.value()
+        return tracker.track(msg.offset(), len(raw) if raw else 0)  # type: ignore[arg-type]
+
+    async def commit(self) -> None:
+        """Commit what is delivered, in three steps:
+
+        1. every partition's watermark that moved (only records MoEngage accepted, dead-lettered
+           with a confirmed write, skipped or filtered are behind it), with the assignment
+           generation it was computed under;
+        2. a synchronous commit on the Kafka thread of those whose partition is still owned in
+           that generation, every partition's error checked;
+        3. each confirmed offset marked in the ledger (it is the new baseline) and reported.
+        """
+        ledger = self.ledger
+        offsets = {
+            key: (offset, ledger.partitions[key].generation)
+            for key, offset in ledger.committable().items()
+        }
+        if not offsets:
+            return
+        started = time.perf_counter()
+        done = await self._source.commit(offsets)
+        self._metrics.committed(done, time.perf_counter() - started)
+        for key, offset in done.items():
+            ledger.mark_committed(key, offset)
+
+    def assigned(self, keys: list[TopicPartitionKey]) -> None:
+        self.ledger.assign(keys, self._source.generations)
+
+    def revoked(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        """Detach the partitions; their last watermarks, for the revoke's final commit."""
+        return self.ledger.revoke(keys)
+
+    def lost(self, keys: list[TopicPartitionKey]) -> None:
+        """The group moved on without us: detach, and commit nothing (it would be stale)."""
+        self.ledger.revoke(keys)
+
+    def pending_records(self, keys: list[TopicPartitionKey] | None = None) -> int:
+        return self.ledger.pending_records(keys)

@@ -1,0 +1,193 @@
+"""The record processor: one Kafka message in, the elements it becomes out, ready to batch; or a
+:class:`BadRecordError` that names topic, partition, offset, stage and rule.
+
+Stages, in order: decode (the topic's format) → :class:`Record` → transform → validate → encode
+→ size (an element must fit a request alone) → cost → customer key. Any exception a stage raises
+for one record is bad input for that record, never a crash of the connector. A Schema Registry
+that cannot be reached is not bad input: it raises :class:`SchemaRegistryError` (retried by
+:meth:`RecordProcessor.retry_registry`). One implementation serves ``run``, ``preview`` and the
+benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import structlog
+from confluent_kafka import Message
+
+from connector.batching import ENVELOPE_BYTES, Cost, ElementTooLarge, encode
+from connector.config import Settings
+from connector.elements import Element, ElementValidator
+from connector.errors import (
+    BadRecordError,
+    ConfigError,
+    DecodeError,
+    RecordRef,
+    SchemaRegistryAuthError,
+    SchemaRegistryError,
+    ValidationError,
+    unexpected,
+)
+from connector.source.decoding import Decoder, SchemaLookup, make_decoder
+from connector.transforms import Record, identifier_keys, load_transform
+
+log = structlog.get_logger(__name__)
+
+# One element, ready for a batch: its JSON, what it costs, the customer that orders it, and the
+# element itself (coalescing reads it).
+Prepared = tuple[bytes, Cost, str, Element]
+
+# Schema Registry outage: waits before each retry (about 31 s in all), then the error stands.
+REGISTRY_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+# Costs are immutable: the common ones are shared instead of built per element.
+_ONE_USER = Cost(users=1)
+_EVENT_COSTS = tuple(Cost(events=n) for n in range(33))
+
+
+def element_cost(element: Element, device_users: int = 1) -> Cost:
+    """Users/events an element spends: customer = 1 user, device = configurable, event = actions."""
+    kind = element.get("type")
+    if kind == "event":
+        n = len(element.get("actions") or ())
+        return _EVENT_COSTS[n] if n < len(_EVENT_COSTS) else Cost(events=n)
+    if kind == "device" and device_users != 1:
+        return Cost(users=device_users)
+    return _ONE_USER
+
+
+def record_from_message(msg: Message, value: Any) -> Record:
+    """The transform's view of a consumed (non-error) message."""
+    ts_type, ts = msg.timestamp()
+    headers = msg.headers()
+    return Record(
+        msg.topic(),  # type: ignore[arg-type]
+        msg.partition(),  # type: ignore[arg-type]
+        msg.offset(),  # type: ignore[arg-type]
+        msg.key(),
+        value,
+        tuple(cast(list[tuple[str, bytes | None]], headers)) if headers else (),
+        ts if ts_type else None,
+    )
+
+
+def message_ref(msg: Message) -> RecordRef:
+    """Topic, partition, offset of a consumed (non-error) message, which always has all three."""
+    return RecordRef(msg.topic(), msg.partition(), msg.offset())  # type: ignore[arg-type]
+
+
+@dataclass(slots=True)
+class TopicPipeline:
+    """Everything needed to turn one topic's messages into elements."""
+
+    decoder: Decoder
+    transform: Callable[[Record], list[Element]]
+
+
+def build_pipelines(settings: Settings) -> dict[str, TopicPipeline]:
+    """Decoders and transforms for every topic; raises ConfigError naming every key to fix."""
+    registry = SchemaLookup(settings.schema_registry) if settings.schema_registry else None
+    pipes = {}
+    problems: list[tuple[str, str]] = []
+    for i, topic in enumerate(settings.topics):
+        try:
+            decoder = make_decoder(topic, settings, registry, key_path=f"topics[{i}].schema")
+        except ConfigError as e:
+            problems.extend(e.problems)
+        try:
+            transform = load_transform(topic.transform, key_path=f"topics[{i}].transform")
+        except ConfigError as e:
+            problems.extend(e.problems)
+        if not problems:
+            pipes[topic.name] = TopicPipeline(decoder, transform)
+    if problems:
+        raise ConfigError(problems)
+    return pipes
+
+
+def build_validator(settings: Settings) -> ElementValidator:
+    keys = frozenset(settings.validation.identifier_keys)
+    for topic in settings.topics:
+        keys |= identifier_keys(topic.transform)
+    return ElementValidator(settings.validation, keys)
+
+
+class RecordProcessor:
+    """Turns messages into prepared elements, per topic, as the settings say."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.pipelines = build_pipelines(settings)
+        self.validator = build_validator(settings)
+        self._device_cost = settings.moengage.device_cost
+        self._max_request_bytes = settings.moengage.max_request_bytes
+        self._max_element_bytes = settings.moengage.max_request_bytes - ENVELOPE_BYTES
+        self._sleep = sleep
+
+    def process(self, msg: Message) -> list[Prepared]:
+        """The elements of one message (none: the transform filtered it out). Raises
+        ``BadRecordError`` located at the message, or ``SchemaRegistryError``."""
+        pipe = self.pipelines[msg.topic()]  # type: ignore[index]
+        try:
+            return self._prepare(msg, pipe, self._decode(pipe, msg.value()))
+        except BadRecordError as e:
+            e.at(message_ref(msg))
+            raise
+
+    async def retry_registry(self, msg: Message, error: SchemaRegistryError) -> list[Prepared]:
+        """:meth:`process` again after ``error`` (the Schema Registry could not be reached):
+        retried for about 31 s before the last error stands; refused credentials are not
+        retried (the same ones would be refused again)."""
+        pipe = self.pipelines[msg.topic()]  # type: ignore[index]
+        for delay in REGISTRY_RETRY_DELAYS:
+            if isinstance(error, SchemaRegistryAuthError):
+                raise error
+            log.warning("schema_registry_retry", error=str(error), delay_s=delay)
+            await self._sleep(delay)
+            try:
+                return self._prepare(msg, pipe, self._decode(pipe, msg.value()))
+            except SchemaRegistryError as e:
+                error = e
+            except BadRecordError as e:
+                e.at(message_ref(msg))
+                raise
+        raise error
+
+    @staticmethod
+    def _decode(pipe: TopicPipeline, raw: bytes | None) -> Any:
+        try:
+            return pipe.decoder(raw)
+        except (BadRecordError, SchemaRegistryError):
+            raise
+        except Exception as e:  # no record may crash the connector: it is bad input
+            raise unexpected(DecodeError, "decode.unexpected", "the decoder", e) from e
+
+    def _prepare(self, msg: Message, pipe: TopicPipeline, value: Any) -> list[Prepared]:
+        """Transform, validate, encode, size, cost: each element is touched once per step."""
+        validate, customer_key = self.validator.validate, self.validator.customer_key
+        limit, device_cost = self._max_element_bytes, self._device_cost
+        out: list[Prepared] = []
+        for produced in pipe.transform(record_from_message(msg, value)):
+            try:
+                element = validate(produced)
+                data = encode(element)
+                if len(data) > limit:
+                    too_large = ElementTooLarge(len(data), self._max_request_bytes)
+                    raise ValidationError(str(too_large), rule="element.too_large")
+                cost, customer = element_cost(element, device_cost), customer_key(element)
+                out.append((data, cost, customer, element))
+            except BadRecordError:
+                raise
+            except Exception as e:  # junk that slipped past the rules: bad input, never a crash
+                raise unexpected(
+                    ValidationError, "element.unexpected", "validating or encoding an element", e
+                ) from e
+        return out
