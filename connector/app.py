@@ -28,30 +28,24 @@ from aiohttp import web
 from confluent_kafka import KafkaError, Message
 
 from connector.badinput import BadInputRouter
-from connector.batching import Batch
 from connector.checkpoint import Checkpoint
 from connector.config import Credentials, Settings
 from connector.errors import (
     BadRecordError,
-    ConfigError,
     ConnectorError,
     ExitCode,
     SchemaRegistryAuthError,
     SchemaRegistryError,
 )
 from connector.flow import Backpressure, BudgetShare
-from connector.observability.health import (
-    HealthState,
-    fatal_reason,
-    start_observability_server,
-)
+from connector.observability.health import HealthState, fatal_reason, serve_observability
 from connector.observability.metrics import Metrics
 from connector.offsets import TopicPartitionKey
 from connector.processing import RecordProcessor
-from connector.proof.delivered import DeliveredLog, open_delivered_log
+from connector.proof.delivered import open_delivered_log
 from connector.ratelimit import Budget
 from connector.sink.client import MoEngageClient
-from connector.sink.delivery import Delivery, RejectHandler, RetryPolicy
+from connector.sink.delivery import make_delivery
 from connector.source.consumer import KafkaSource
 
 log = structlog.get_logger(__name__)
@@ -59,44 +53,6 @@ log = structlog.get_logger(__name__)
 # Each stops the connector cleanly; a second one during the drain ends the grace period.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 REVOKE_DRAIN_SECONDS = 10.0  # at most, for in-flight work of partitions being revoked
-
-
-def make_delivery(
-    settings: Settings,
-    client: MoEngageClient,
-    budget: Budget,
-    *,
-    metrics: Metrics,
-    on_rejected: RejectHandler,
-    delivered_log: DeliveredLog | None = None,
-) -> Delivery:
-    """The lanes between the batches and MoEngage, as the settings describe them."""
-    m = settings.moengage
-
-    def accepted(batch: Batch) -> None:
-        """A 200: its customer elements go to the delivered log for 'verify' (one write)."""
-        assert delivered_log is not None
-        delivered_log.append_elements(
-            [p for p, kind in zip(batch.parts, batch.kinds, strict=True) if kind == "customer"]
-        )
-
-    return Delivery(
-        client,
-        budget,
-        lanes=m.max_in_flight,
-        max_request_bytes=m.max_request_bytes,
-        retry=RetryPolicy(
-            m.retry_initial_ms / 1000,
-            m.retry_max_ms / 1000,
-            retry_after_cap=m.max_retry_after_seconds,
-            unexpected_for=m.unexpected_answer_max_seconds,
-        ),
-        unready_after=m.unready_after_seconds,
-        on_rejected=on_rejected,
-        coalesce=m.coalesce,
-        metrics=metrics,
-        on_accepted=accepted if delivered_log is not None else None,
-    )
 
 
 class Connector:
@@ -152,7 +108,7 @@ class Connector:
             self.budget,
             metrics=self.metrics,
             on_rejected=self.router.rejected_by_api,
-            delivered_log=self.delivered_log,
+            on_accepted=self.delivered_log.accepted if self.delivered_log is not None else None,
         )
         self.backpressure = Backpressure(
             self.source, self.checkpoint.ledger, p, self.delivery.flush_all
@@ -233,22 +189,10 @@ class Connector:
                 loop.remove_signal_handler(sig)
 
     async def _start_observability(self) -> web.AppRunner | None:
-        """/metrics, /healthz, /readyz on the configured port, in this event loop."""
         o = self.settings.observability
         if not o.enabled:
             return None
-        try:
-            runner, self.observability_port = await start_observability_server(
-                self.metrics,
-                self.health,
-                o.host,
-                o.port,
-                max_silence_s=o.liveness_max_silence_seconds,
-            )
-        except OSError as e:
-            problem = f"cannot listen on {o.host}:{o.port}: {e.strerror or e}"
-            raise ConfigError([("observability.port", problem)]) from None
-        log.info("observability_listening", host=o.host, port=self.observability_port)
+        runner, self.observability_port = await serve_observability(self.metrics, self.health, o)
         return runner
 
     async def _run(self) -> int:

@@ -24,12 +24,16 @@ import asyncio
 from collections.abc import Callable, Collection
 
 import orjson
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from connector.errors import BadRecordError
+from connector.config import ObservabilitySettings
+from connector.errors import BadRecordError, ConfigError
 from connector.observability.logging import redact
 from connector.observability.metrics import Metrics
+
+log = structlog.get_logger(__name__)
 
 EXCLUDABLE = frozenset({"partitions", "api"})
 Clock = Callable[[], float]
@@ -173,3 +177,23 @@ async def start_observability_server(
         await runner.cleanup()
         raise
     return runner, int(runner.addresses[0][1])
+
+
+async def serve_observability(
+    metrics: Metrics, health: HealthState, settings: ObservabilitySettings
+) -> tuple[web.AppRunner, int]:
+    """/metrics, /healthz, /readyz as the settings say, in the running loop; a port that cannot
+    be bound is a configuration error."""
+    try:
+        runner, port = await start_observability_server(
+            metrics,
+            health,
+            settings.host,
+            settings.port,
+            max_silence_s=settings.liveness_max_silence_seconds,
+        )
+    except OSError as e:
+        problem = f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}"
+        raise ConfigError([("observability.port", problem)]) from None
+    log.info("observability_listening", host=settings.host, port=port)
+    return runner, port

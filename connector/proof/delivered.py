@@ -16,6 +16,7 @@ from typing import IO, Any
 import orjson
 import structlog
 
+from connector.batching import Batch
 from connector.config import Settings
 from connector.errors import ConfigError
 
@@ -67,6 +68,12 @@ class DeliveredLog:
         """Customer elements exactly as sent (orjson-encoded: one line each, never a newline)."""
         if elements:
             self._write(b"\n".join(elements) + b"\n", len(elements))
+
+    def accepted(self, batch: Batch) -> None:
+        """A request MoEngage accepted: its customer elements, in one write."""
+        self.append_elements(
+            [p for p, kind in zip(batch.parts, batch.kinds, strict=True) if kind == "customer"]
+        )
 
     def append_many(self, entries: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
         """``(customer_id, attributes)`` pairs, for callers that hold them decoded."""

@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 
 from connector.batching import Batch, Batcher, Cost
+from connector.config import Settings
 from connector.errors import FatalApiError, RejectedByApiError
 from connector.observability.metrics import Metrics, retry_reason
 from connector.offsets import Slot
@@ -502,3 +503,33 @@ class Delivery:
         first, second = batch.split()
         await self._deliver(first, first.users, first.events)
         await self._deliver(second, second.users, second.events)
+
+
+def make_delivery(
+    settings: Settings,
+    client: MoEngageClient,
+    budget: Budget,
+    *,
+    metrics: Metrics,
+    on_rejected: RejectHandler,
+    on_accepted: AcceptHandler | None = None,
+) -> Delivery:
+    """The lanes between the batches and MoEngage, as the settings describe them."""
+    m = settings.moengage
+    return Delivery(
+        client,
+        budget,
+        lanes=m.max_in_flight,
+        max_request_bytes=m.max_request_bytes,
+        retry=RetryPolicy(
+            m.retry_initial_ms / 1000,
+            m.retry_max_ms / 1000,
+            retry_after_cap=m.max_retry_after_seconds,
+            unexpected_for=m.unexpected_answer_max_seconds,
+        ),
+        unready_after=m.unready_after_seconds,
+        on_rejected=on_rejected,
+        coalesce=m.coalesce,
+        metrics=metrics,
+        on_accepted=on_accepted,
+    )

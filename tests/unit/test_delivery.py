@@ -13,7 +13,6 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from connector.app import make_delivery
 from connector.batching import Cost
 from connector.config import parse_settings
 from connector.errors import FatalApiError, RejectedByApiError
@@ -21,7 +20,7 @@ from connector.observability.metrics import Metrics
 from connector.offsets import OffsetLedger, Slot
 from connector.ratelimit import Budget, Spend
 from connector.sink.client import Answer, Verdict, classify, parse_retry_after
-from connector.sink.delivery import Delivery, RetryPolicy
+from connector.sink.delivery import Delivery, RetryPolicy, make_delivery
 from tests.unit.configs import minimal_raw
 
 OK = Answer(200, Verdict.ACCEPTED)
