@@ -4,6 +4,11 @@ The real registry needs a JVM; this serves the part of its REST API that the con
 Python client and our Avro decoding use: register, fetch by id, list and look up under subjects.
 The same schema (compared as parsed JSON, so whitespace does not matter) gets the same id under
 every subject, and ids start at 1, as in the real registry. Errors carry its ``error_code``s.
+
+An outage can be switched on and off while it runs, for tests of the connector's retries:
+``POST /_registry/faults {"status": 503}`` answers every request with that status (add
+``"schema_ids": [n, ...]`` to fail only the lookups of those ids); ``{"status": null}`` clears it;
+``GET /_registry/faults`` shows what is on.
 """
 
 from __future__ import annotations
@@ -77,6 +82,38 @@ def _canonical(text: str) -> str:
         return text
 
 
+@dataclass(frozen=True)
+class RegistryFault:
+    """An outage: requests answered with ``status`` in the registry's error shape; with
+    ``schema_ids``, only the lookups of those ids (``/schemas/ids/{id}...``), so a schema
+    fetched before stays usable elsewhere and one not yet fetched is held."""
+
+    status: int
+    schema_ids: frozenset[int] | None = None
+
+    def hits(self, request: web.Request) -> bool:
+        if self.schema_ids is None:
+            return True
+        parts = request.path.strip("/").split("/")
+        if len(parts) < 3 or parts[:2] != ["schemas", "ids"]:
+            return False
+        try:
+            return int(parts[2]) in self.schema_ids
+        except ValueError:
+            return False
+
+    def as_json(self) -> dict[str, Any]:
+        ids = None if self.schema_ids is None else sorted(self.schema_ids)
+        return {"status": self.status, "schema_ids": ids}
+
+
+@dataclass
+class FaultSwitch:
+    """The fault in force, if any (one per application, changed through ``/_registry/faults``)."""
+
+    fault: RegistryFault | None = None
+
+
 class RegistryError(Exception):
     """A refusal in the registry's shape: HTTP status plus ``error_code`` and ``message``."""
 
@@ -89,6 +126,8 @@ class RegistryError(Exception):
 
 STORE = web.AppKey("registry_store", RegistryStore)
 AUTH = web.AppKey("registry_auth", str)
+FAULTS = web.AppKey("registry_faults", FaultSwitch)
+ADMIN_PREFIX = "/_registry/"
 
 
 def _reply(payload: Any, status: int = 200) -> web.Response:
@@ -227,6 +266,42 @@ async def _subject_version(request: web.Request) -> web.Response:
     return _reply(_version_json(store, subject, version))
 
 
+def _fault_from_body(body: Any) -> RegistryFault | None:
+    if not isinstance(body, dict):
+        raise RegistryError(422, 42200, "expected a JSON object")
+    status = body.get("status")
+    if status is None:
+        return None
+    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
+        raise RegistryError(422, 42200, "'status' must be an HTTP error status (400-599) or null")
+    ids = body.get("schema_ids")
+    if ids is None:
+        return RegistryFault(status)
+    if not isinstance(ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in ids
+    ):
+        raise RegistryError(422, 42200, "'schema_ids' must be a list of integers or null")
+    return RegistryFault(status, frozenset(ids))
+
+
+async def _set_faults(request: web.Request) -> web.Response:
+    """``POST /_registry/faults``: switch an outage on (``{"status": 503}``) or off
+    (``{"status": null}``)."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise RegistryError(422, 42200, "body is not JSON") from None
+    switch = request.app[FAULTS]
+    switch.fault = _fault_from_body(body)
+    log.info("registry.faults", fault=None if switch.fault is None else switch.fault.as_json())
+    return await _get_faults(request)
+
+
+async def _get_faults(request: web.Request) -> web.Response:
+    fault = request.app[FAULTS].fault
+    return _reply({"status": None, "schema_ids": None} if fault is None else fault.as_json())
+
+
 async def _root(_: web.Request) -> web.Response:
     return _reply({})
 
@@ -239,6 +314,10 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), expected.encode()):
             return _reply({"error_code": 401, "message": "Unauthorized"}, 401)
+    fault = request.app[FAULTS].fault
+    if fault is not None and not request.path.startswith(ADMIN_PREFIX) and fault.hits(request):
+        message = f"fault switched on at {ADMIN_PREFIX}faults"
+        return _reply({"error_code": fault.status * 100, "message": message}, fault.status)
     try:
         return await handler(request)
     except RegistryError as err:
@@ -253,11 +332,14 @@ def create_registry_app(basic_auth: tuple[str, str] | None = None) -> web.Applic
     """The registry as an aiohttp application; ``basic_auth`` = (user, password) to require it."""
     app = web.Application(middlewares=[_errors_and_auth])
     app[STORE] = RegistryStore()
+    app[FAULTS] = FaultSwitch()
     if basic_auth is not None:
         token = base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
         app[AUTH] = f"Basic {token}"
     router = app.router
     router.add_get("/", _root)
+    router.add_get(ADMIN_PREFIX + "faults", _get_faults)
+    router.add_post(ADMIN_PREFIX + "faults", _set_faults)
     router.add_get("/schemas/types", _schema_types)
     router.add_get("/schemas/ids/{schema_id}", _get_schema)
     router.add_get("/schemas/ids/{schema_id}/versions", _schema_versions)

@@ -14,7 +14,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from connector.config import SchemaRegistrySettings
+from connector.errors import SchemaRegistryError
 from connector.sandbox import create_registry_app, serve_registry
+from connector.source.decoding import SchemaLookup
 
 Client = TestClient[web.Request, web.Application]
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -158,11 +161,47 @@ async def test_serve_registry_listens_on_the_port_it_returns() -> None:
         await runner.cleanup()
 
 
+async def test_fault_switch_fails_every_request_until_cleared(registry: Client) -> None:
+    schema_id = await register(registry, "users-value", USER)
+    status, body, _ = await call(registry, "POST", "/_registry/faults", {"status": 503})
+    assert (status, body) == (200, {"status": 503, "schema_ids": None})
+    for path in (f"/schemas/ids/{schema_id}", "/subjects"):
+        status, body, content_type = await call(registry, "GET", path)
+        assert (status, content_type) == (503, CONTENT_TYPE)
+        assert body["error_code"] == 50300
+    assert (await call(registry, "GET", "/_registry/faults"))[1]["status"] == 503
+    status, body, _ = await call(registry, "POST", "/_registry/faults", {"status": None})
+    assert (status, body) == (200, {"status": None, "schema_ids": None})
+    status, body, _ = await call(registry, "GET", f"/schemas/ids/{schema_id}")
+    assert (status, body["schema"]) == (200, USER)
+
+
+async def test_fault_switch_can_hold_only_some_schema_ids(registry: Client) -> None:
+    user, event = (
+        await register(registry, "users-value", USER),
+        await register(registry, "e", EVENT),
+    )
+    await call(registry, "POST", "/_registry/faults", {"status": 500, "schema_ids": [event]})
+    assert (await call(registry, "GET", f"/schemas/ids/{event}"))[0] == 500
+    assert (await call(registry, "GET", f"/schemas/ids/{event}/versions"))[0] == 500
+    assert (await call(registry, "GET", f"/schemas/ids/{user}"))[0] == 200
+    assert (await call(registry, "GET", "/subjects"))[0] == 200
+
+
+@pytest.mark.parametrize(
+    "body", [{"status": 200}, {"status": "503"}, {"status": True}, {"status": 503, "schema_ids": 1}]
+)
+async def test_fault_switch_refuses_what_it_cannot_do(registry: Client, body: Any) -> None:
+    status, answer, _ = await call(registry, "POST", "/_registry/faults", body)
+    assert (status, answer["error_code"]) == (422, 42200)
+    assert (await call(registry, "GET", "/subjects"))[0] == 200  # nothing was switched on
+
+
 # The real client: the extra dependencies of confluent-kafka's schemaregistry client are optional.
 sr = pytest.importorskip("confluent_kafka.schema_registry")
 
 
-def _sr_client(registry: Client, **conf: str) -> Any:
+def _sr_client(registry: Client, **conf: str | int) -> Any:
     return sr.SchemaRegistryClient({"url": str(registry.make_url("")).rstrip("/"), **conf})
 
 
@@ -221,3 +260,23 @@ async def test_avro_serializer_round_trips_through_the_registry(registry: Client
         reader.close()
     assert payload[:5] == b"\x00\x00\x00\x00\x01"  # magic byte, then schema id 1
     assert decoded == record
+
+
+async def test_connector_lookup_sees_a_switched_on_outage_as_retriable(registry: Client) -> None:
+    """The connector's schema lookup raises its retriable error while the fault is on, and
+    fetches the schema once it is cleared."""
+    schema_id = await register(registry, "users-value", USER)
+    url = str(registry.make_url("")).rstrip("/")
+    client = _sr_client(registry, **{"max.retries": 0})  # one answer per call: no client retries
+    lookup = SchemaLookup(SchemaRegistrySettings(url=url), client=client)
+    try:
+        await call(
+            registry, "POST", "/_registry/faults", {"status": 503, "schema_ids": [schema_id]}
+        )
+        with pytest.raises(SchemaRegistryError, match="HTTP 503"):
+            await asyncio.to_thread(lookup.get, schema_id)
+        await call(registry, "POST", "/_registry/faults", {"status": None})
+        parsed = await asyncio.to_thread(lookup.get, schema_id)
+    finally:
+        client.close()
+    assert parsed["name"] == "User"
