@@ -281,6 +281,7 @@ class Connector:
                 break
             if loop.time() >= next_commit:
                 await checkpoint.commit()
+                self.share.update(len(self.source.assignment), loop.time())
                 self.metrics.coalesced(*delivery.coalesced())
                 for (topic, partition), lag in (await self.source.lags()).items():
                     self.metrics.set_lag(topic, partition, lag)

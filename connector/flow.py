@@ -59,11 +59,16 @@ class BudgetShare:
         self._fixed = fixed
 
     def update(self, owned: int, now: float) -> None:
+        """Set the share from what is owned now (logged when it changes). Called at every
+        assignment change and every commit interval (the partition total may be learnt later)."""
         total = self._source.total_partitions
         if self._fixed is not None or not total:
             return
         budget = self._budget
+        before = budget.share
         budget.set_share(owned / total, now)
+        if budget.share == before:
+            return
         log.info(
             "budget_share",
             owned_partitions=owned,

@@ -84,6 +84,7 @@ class KafkaSource:
         # computed for, and is dropped on the Kafka thread if that assignment is over.
         self.generations: dict[TopicPartitionKey, int] = {}
         self.total_partitions = 0  # of the subscribed topics: the denominator of the budget share
+        self._total_stale = True
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         assert self._loop is not None
@@ -95,6 +96,7 @@ class KafkaSource:
 
     def _start_sync(self) -> None:
         self._consumer = Consumer({**self._config, "error_cb": self._error_cb})
+        self._refresh_total(self._consumer)  # before the first assignment needs it
         self._consumer.subscribe(
             self._topics,
             on_assign=self._assign_cb,
@@ -113,13 +115,19 @@ class KafkaSource:
         return asyncio.run_coroutine_threadsafe(hook(keys), self._loop).result()
 
     def _refresh_total(self, consumer: Consumer) -> None:
+        """The subscribed topics' partition count, from metadata. Never called from a rebalance
+        callback: a metadata request nested in one clears confluent-kafka's per-thread call
+        state, and the next callback of the same consume call aborts the process (SIGABRT,
+        "CallState_get: Assertion 'cs != NULL' failed")."""
+        self._total_stale = False
         total = 0
         for topic in self._topics:
             try:
                 meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
             except KafkaException as e:
                 log.warning("metadata_failed", topic=topic, error=str(e))
-                return  # keep the last known total
+                self._total_stale = True  # keep the last known total; try again later
+                return
             if meta is not None and meta.error is None:
                 total += len(meta.partitions)
         if total:
@@ -127,7 +135,7 @@ class KafkaSource:
 
     def _assign_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = _keys(partitions)
-        self._refresh_total(consumer)
+        self._total_stale = True  # partitions may have been added: recount before next consume
         self.assignment.update(keys)
         self.fresh.update(keys)
         for key in keys:
@@ -154,8 +162,14 @@ class KafkaSource:
     # ----- operations ---------------------------------------------------------------------------
 
     async def consume(self, max_messages: int, timeout: float) -> list[Message]:
+        msgs: list[Message] = await self._call(self._consume_sync, max_messages, timeout)
+        return msgs
+
+    def _consume_sync(self, max_messages: int, timeout: float) -> list[Message]:
         assert self._consumer is not None
-        msgs: list[Message] = await self._call(self._consumer.consume, max_messages, timeout)
+        if self._total_stale:  # here, outside any rebalance callback
+            self._refresh_total(self._consumer)
+        msgs: list[Message] = self._consumer.consume(max_messages, timeout)
         return msgs
 
     async def commit(

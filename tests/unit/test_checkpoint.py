@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from connector.checkpoint import Checkpoint
 from connector.observability.metrics import Metrics
@@ -147,4 +147,45 @@ async def test_a_commit_queued_behind_a_rebalance_never_commits_the_revoked_part
     done = await source.commit(computed)
     assert done == {Q: 5}
     assert consumer.commits == [[("orders", 1, 5)]]
+    source._executor.shutdown(wait=True)
+
+
+class MetadataCountingConsumer(FakeConsumer):
+    """Counts metadata requests, and says whether one came from inside a rebalance callback."""
+
+    def __init__(self, source: KafkaSource) -> None:
+        super().__init__()
+        self.source = source
+        self.in_callback = False
+        self.metadata_in_callback = 0
+        self.metadata = 0
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        self.metadata += 1
+        self.metadata_in_callback += self.in_callback
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))  # no broker here
+
+    def consume(self, max_messages: int, timeout: float) -> list[Message]:
+        self.in_callback = True  # librdkafka serves rebalance callbacks inside consume
+        try:
+            self.source._assign_cb(self, [TopicPartition("orders", 0)])  # type: ignore[arg-type]
+        finally:
+            self.in_callback = False
+        return []
+
+
+async def test_no_metadata_request_is_made_inside_a_rebalance_callback() -> None:
+    """A metadata request nested in a rebalance callback left confluent-kafka's per-thread call
+    state cleared, and the next callback of the same consume call aborted the process (SIGABRT).
+    The partition total is counted before consume instead."""
+    source, _ = _source()
+    consumer = MetadataCountingConsumer(source)
+    source._consumer = consumer  # type: ignore[assignment]
+    source._loop = asyncio.get_running_loop()
+    source._run_on_loop = lambda hook, keys: {}  # type: ignore[method-assign]
+    await source.consume(10, 0)
+    await source.consume(10, 0)
+    assert consumer.metadata_in_callback == 0
+    assert consumer.metadata >= 2  # counted again after the assignment, outside the callback
+    assert source.assignment == {("orders", 0)}
     source._executor.shutdown(wait=True)
