@@ -7,6 +7,11 @@ records (the same generators, schemas and mappings as ``make bench``), wraps the
 started, so only the loop's work is measured. It prints microseconds per record for each stage
 alone and for the whole path; ``--profile`` adds a cProfile table of the whole path.
 
+The ``fastavro reader alone`` row is the very ``schemaless_reader`` call the decoders make (same
+parsed schema, same offset past the Confluent header) without anything the connector does around
+it; ``outside the reader`` is the whole path minus that row: the connector's own CPU per record.
+Under callgrind, ``--only reader`` minus ``--only setup`` is the reader's instruction count.
+
 This is where the loop's cost per record is read and attributed; ``make bench`` measures the
 real process end to end.
 """
@@ -21,10 +26,12 @@ import pstats
 import sys
 import time
 from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Message
+from fastavro import schemaless_reader
 from pydantic import SecretStr
 
 from bench.runner import EVENT_MAPPING, USER_MAPPING
@@ -34,7 +41,7 @@ from connector.config import Credentials, parse_settings
 from connector.devtools.workload import events, users
 from connector.pipeline import record_from_message
 from connector.ratelimit import Budget
-from connector.source.decoding import encode_confluent, encode_raw
+from connector.source.decoding import Decoder, encode_confluent, encode_raw
 
 EVENTS, USERS = "hot.events", "hot.users"
 SCHEMA_ID = 1
@@ -107,6 +114,35 @@ def _connector() -> Connector:
     return conn
 
 
+def _reader_call(decoder: Decoder, sample: bytes) -> tuple[Any, int]:
+    """``(parsed schema, start offset)`` of the ``schemaless_reader`` call ``decoder`` makes: the
+    plan's schema (the decoder's rewrites included), after the header for the Confluent format.
+    A Confluent decoder plans on its first record, so ``sample`` is decoded once."""
+    plan = getattr(decoder, "_plan", None)
+    if plan is not None:
+        return plan.schema, 0
+    decoder(sample)
+    return decoder._plans[SCHEMA_ID].schema, 5  # type: ignore[attr-defined]
+
+
+def _reader(conn: Connector, msgs: list[Message]) -> Callable[[], None]:
+    """fastavro's reader alone over ``msgs``, called exactly as the topics' decoders call it."""
+    calls: dict[str, tuple[Any, int]] = {}
+    for m in msgs:
+        topic = str(m.topic())
+        if topic not in calls:
+            calls[topic] = _reader_call(conn.pipelines[topic].decoder, m.value())
+    reads = [(m.value(), *calls[str(m.topic())]) for m in msgs]
+
+    def read() -> None:
+        for value, parsed, start in reads:
+            buf = BytesIO(value)
+            buf.seek(start)
+            schemaless_reader(buf, parsed, None)
+
+    return read
+
+
 def _cpu_us(n: int, fn: Callable[[], object]) -> float:
     gc.collect()
     started = time.process_time()
@@ -126,6 +162,8 @@ async def _main(args: argparse.Namespace) -> int:
     def decode() -> None:
         decoded.extend(conn.pipelines[str(m.topic())].decoder(m.value()) for m in msgs)
 
+    read = _reader(conn, msgs)  # built before '--only setup' returns
+
     def wrap() -> None:
         records.extend(map(record_from_message, msgs, decoded))
 
@@ -142,9 +180,13 @@ async def _main(args: argparse.Namespace) -> int:
     whole_conn = _connector()
     if args.only == "setup":
         return 0
+    if args.only == "reader":
+        read()
+        return 0
     rows = []
     if args.only is None:
         rows += [
+            ("fastavro reader alone (schemaless_reader)", _cpu_us(n, read)),
             ("decode (fastavro + logical types)", _cpu_us(n, decode)),
             ("record_from_message", _cpu_us(n, wrap)),
             ("transform (mapping)", _cpu_us(n, transform)),
@@ -173,6 +215,9 @@ async def _main(args: argparse.Namespace) -> int:
     out.write(f"hotpath: {n:,} records ({n_events:,} events, {n_users:,} users), CPU µs each\n")
     for label, us in rows:
         out.write(f"  {label:<45} {us:8.2f}\n")
+    if args.only is None and profiler is None:  # a profiled whole path is not comparable
+        outside = rows[-1][1] - rows[0][1]
+        out.write(f"  {'outside the reader (whole - reader alone)':<45} {outside:8.2f}\n")
     if profiler is not None:
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
     return 0
@@ -184,9 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="add a cProfile table")
     ap.add_argument(
         "--only",
-        choices=["whole", "setup"],
-        help="run only the whole path, or only the set-up: under 'valgrind --tool=callgrind' "
-        "the difference of the two is the path's instruction count, steady on a busy machine",
+        choices=["whole", "reader", "setup"],
+        help="run only the whole path, only fastavro's reader, or only the set-up: under "
+        "'valgrind --tool=callgrind' the difference of whole (or reader) and setup is that "
+        "path's instruction count, steady on a busy machine",
     )
     return asyncio.run(_main(ap.parse_args(argv)))
 
