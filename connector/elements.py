@@ -292,6 +292,13 @@ class ElementValidator:
         self.identifier_keys = frozenset(identifier_keys)
         self._user_moe_exempt = MOE_PREFIX_EXEMPT | self.identifier_keys
         self._clock = clock
+        # Names that passed a rule set once, per rule set (see _KnownKeys): most streams use a
+        # small vocabulary of attribute and event names, checked in full only the first time.
+        self._user_keys = _KnownKeys("customer", self._reserved_user, self._user_moe_exempt)
+        self._device_keys = _KnownKeys("device", self._reserved_device, None)
+        self._event_keys = _KnownKeys("event", self._reserved_event, MOE_PREFIX_EXEMPT)
+        self._identifier_keys = _KnownKeys("event", frozenset(), None)
+        self._good_actions: set[str] = set()
         self._earliest = settings.event_time_earliest.timestamp()
         self._max_future = settings.event_time_max_future_seconds
         self._checks: dict[str, Callable[[Element], None]] = {
@@ -335,7 +342,7 @@ class ElementValidator:
             hint = f"give customer_id or one of {ids} in attributes" if ids else "give customer_id"
             raise _fail("customer_id.missing", "customer", what=f"{hint} (seed 000)")
         if attrs:
-            _check_keys("customer", "attributes", attrs, self._reserved_user, self._user_moe_exempt)
+            self._user_keys.check("attributes", attrs)
             if "platforms" in attrs:
                 _check_platforms(attrs["platforms"])
         if "update_existing_only" in el:
@@ -359,7 +366,7 @@ class ElementValidator:
         attrs = el.get("attributes", {})
         if not isinstance(attrs, dict):
             raise _fail("element.shape", "device", "attributes", what="a JSON object")
-        _check_keys("device", "attributes", attrs, self._reserved_device, None)
+        self._device_keys.check("attributes", attrs)
         for key in ("platform", "push_id"):
             if attrs.get(key) in (None, ""):
                 raise _fail("device.missing_field", "device", f"attributes.{key}")
@@ -377,7 +384,7 @@ class ElementValidator:
         if ids is not None:
             if not isinstance(ids, dict):
                 raise _fail("element.shape", "event", "user_identifiers", what="a JSON object")
-            _check_keys("event", "user_identifiers", ids, frozenset(), None)
+            self._identifier_keys.check("user_identifiers", ids)
         if "customer_id" in el:
             self._customer_id("event", el["customer_id"])
         elif not ids or all(v in (None, "") for v in ids.values()):
@@ -390,15 +397,32 @@ class ElementValidator:
         if not actions:
             raise _fail("actions.empty", "event")
         for i, action in enumerate(actions):
-            self._action(f"actions[{i}]", action)
+            self._action(i, action)
 
-    def _action(self, where: str, a: object) -> None:
+    def _action(self, i: int, a: object) -> None:
+        """``actions[i]``; its place in messages is only rendered for a failure."""
         if not isinstance(a, dict):
-            raise _fail("element.shape", "event", where, what="a JSON object")
+            raise _fail("element.shape", "event", f"actions[{i}]", what="a JSON object")
         _drop_nones(a)
         name = a.get("action", "")
         if not isinstance(name, str):
-            raise _fail("field.type", "event", f"{where}.action", name, "a string")
+            raise _fail("field.type", "event", f"actions[{i}].action", name, "a string")
+        if name not in self._good_actions:
+            self._action_name(f"actions[{i}]", name)
+        attrs = a.get("attributes")
+        if attrs is not None:
+            if not isinstance(attrs, dict):
+                where = f"actions[{i}].attributes"
+                raise _fail("element.shape", "event", where, what="a JSON object")
+            if not self._event_keys.known(attrs):
+                self._event_keys.check(f"actions[{i}].attributes", attrs)
+        _action_fields(i, a)
+        for key in ("current_time", "user_time"):
+            if key in a:
+                self._event_time(i, key, a)
+
+    def _action_name(self, where: str, name: str) -> None:
+        """The rules for an event name not seen before; a name that passes is remembered."""
         if not name.strip():
             raise _fail("action.empty", "event", where)
         if name in self._reserved_event:
@@ -408,30 +432,21 @@ class ElementValidator:
         bad = _control_character(name)
         if bad is not None:
             raise _fail("action.control_character", "event", where, name, bad)
-        attrs = a.get("attributes")
-        if attrs is not None:
-            if not isinstance(attrs, dict):
-                raise _fail("element.shape", "event", f"{where}.attributes", what="a JSON object")
-            where_attrs = f"{where}.attributes"
-            _check_keys("event", where_attrs, attrs, self._reserved_event, MOE_PREFIX_EXEMPT)
-        _action_fields(where, a)
-        for key in ("current_time", "user_time"):
-            if key in a:
-                self._event_time(f"{where}.{key}", key, a)
+        _remember(self._good_actions, (name,))
 
-    def _event_time(self, where: str, key: str, action: dict[str, Any]) -> None:
+    def _event_time(self, i: int, key: str, action: dict[str, Any]) -> None:
         """Normalise one event time in place and check it lies inside the window."""
         value = action[key]
         parsed = _parse_time(value)
         if parsed is None:
-            raise _fail("time.format", "event", where, value)
+            raise _fail("time.format", "event", f"actions[{i}].{key}", value)
         result, moment = parsed
         if moment is None:
             seconds: float = result if isinstance(result, int) else math.inf  # ints compare exactly
         else:
             if moment.tzinfo is None:
                 if key == "current_time":
-                    raise _fail("time.no_zone", "event", where, value)
+                    raise _fail("time.no_zone", "event", f"actions[{i}].{key}", value)
                 moment = moment.replace(tzinfo=UTC)  # a local time: the window is a day wide
             try:
                 seconds = moment.timestamp()
@@ -446,7 +461,7 @@ class ElementValidator:
                 f"{self._max_future} s (validation.event_time_earliest, "
                 "validation.event_time_max_future_seconds)"
             )
-            raise _fail("time.range", "event", where, value, what)
+            raise _fail("time.range", "event", f"actions[{i}].{key}", value, what)
         if result is not value:
             action[key] = result
 
@@ -467,6 +482,45 @@ class ElementValidator:
 
 _USER_P: Final = "ANDROID, iOS, web"
 _EVENT_P: Final = "ANDROID, iOS, web, unknown"
+
+
+_MAX_KNOWN: Final = 4096  # names remembered per rule set; past it the set starts afresh
+
+
+def _remember(known: set[str], names: Any) -> None:
+    """Add names that passed their rules to ``known``, which never grows past ``_MAX_KNOWN``
+    (a stream of ever-new names, e.g. ids used as keys, only costs the full checks it had)."""
+    if len(known) >= _MAX_KNOWN:
+        known.clear()
+    known.update(names)
+
+
+class _KnownKeys:
+    """``_check_keys`` for one rule set (element type, reserved names, ``moe_`` exemptions), with
+    the names that already passed it remembered: an element whose keys are all known is done in
+    one C-level subset test. Only strings that passed are remembered, and keys of other types
+    (int, bytes, tuple, None, ...) never equal a string, so a key the full check would refuse is
+    never taken for a known one."""
+
+    __slots__ = ("_kind", "_known", "_moe_exempt", "_reserved")
+
+    def __init__(
+        self, kind: str, reserved: frozenset[str], moe_exempt: frozenset[str] | None
+    ) -> None:
+        self._kind = kind
+        self._reserved = reserved
+        self._moe_exempt = moe_exempt
+        self._known: set[str] = set()
+
+    def known(self, attrs: dict[Any, Any]) -> bool:
+        """Whether every key of ``attrs`` already passed (then ``check`` has nothing to do)."""
+        return attrs.keys() <= self._known
+
+    def check(self, where: str, attrs: dict[Any, Any]) -> None:
+        """``_check_keys`` unless every key is known; ``where`` names ``attrs`` in a failure."""
+        if not attrs.keys() <= self._known:
+            _check_keys(self._kind, where, attrs, self._reserved, self._moe_exempt)
+            _remember(self._known, attrs)
 
 
 def _check_keys(
@@ -533,13 +587,13 @@ def _check_device_id(kind: str, el: Element) -> None:
             raise _fail("device_id.control_character", kind, "device_id", device_id, bad)
 
 
-def _action_fields(where: str, a: dict[str, Any]) -> None:
-    """The optional fields of one event action (nulls already dropped)."""
+def _action_fields(i: int, a: dict[str, Any]) -> None:
+    """The optional fields of ``actions[i]`` (nulls already dropped)."""
     if "platform" in a:
         platform = a["platform"]
         canon = _canonical(platform, _EVENT_PLATFORM_LOOKUP)
         if canon is None:
-            raise _fail("platform.unknown", "event", f"{where}.platform", platform, _EVENT_P)
+            raise _fail("platform.unknown", "event", f"actions[{i}].platform", platform, _EVENT_P)
         if canon is not platform:
             a["platform"] = canon
     if "app_version" in a:
@@ -548,16 +602,16 @@ def _action_fields(where: str, a: dict[str, Any]) -> None:
         if t is int or t is float:
             a["app_version"] = str(version)
         elif t is not str:
-            raise _fail("field.type", "event", f"{where}.app_version", version, "a string")
+            raise _fail("field.type", "event", f"actions[{i}].app_version", version, "a string")
     if "user_timezone_offset" in a:
         offset = a["user_timezone_offset"]
-        n = _integral(offset)
+        n = _integral(offset) if type(offset) is not int else offset
         if n is None:
-            key = f"{where}.user_timezone_offset"
+            key = f"actions[{i}].user_timezone_offset"
             raise _fail("field.type", "event", key, offset, "whole seconds (seed 001)")
         low, high = TIMEZONE_OFFSET_RANGE
         if not low <= n <= high:
-            raise _fail("user_timezone_offset.range", "event", where, n)
+            raise _fail("user_timezone_offset.range", "event", f"actions[{i}]", n)
         if n is not offset:
             a["user_timezone_offset"] = n
 

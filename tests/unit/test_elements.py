@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from connector import elements
 from connector.config import ValidationSettings
 from connector.elements import (
     DISALLOWED_CUSTOMER_IDS,
@@ -689,3 +690,53 @@ def test_a_value_that_cannot_be_compared_is_bad_input_not_a_crash() -> None:
         clocked().validate(el)
     assert (info.value.stage, info.value.rule) == ("validate", "element.invalid")
     assert "RuntimeError" in info.value.message
+
+
+# ----- names remembered once they pass ----------------------------------------------------------
+
+
+def test_a_remembered_name_does_not_let_a_bad_one_through() -> None:
+    v = validator()
+    ok = event(attributes={"price": 1, "sku": "a"})
+    v.validate(ok)
+    v.validate(event(attributes={"price": 2, "sku": "b"}))  # every key known: the fast path
+    for attrs, rule in [
+        ({"price": 3, "moe_x": 1}, "attribute.moe_prefix"),
+        ({"price": 3, "id": 1}, "attribute.reserved"),
+        ({"price": 3, 5: 1}, "attribute.key_type"),
+        ({"price": 3, "a\x01b": 1}, "attribute.control_character"),
+    ]:
+        with pytest.raises(ValidationError) as info:
+            v.validate(event(attributes=attrs))
+        assert info.value.rule == rule
+        assert "actions[0].attributes key" in str(info.value)
+
+
+def test_names_are_remembered_per_rule_set() -> None:
+    """'moe_mobile' passes as a customer identifier, not as an event attribute; 'source' passes
+    in device attributes but is reserved for users."""
+    v = validator(frozenset({"moe_mobile"}))
+    v.validate(customer(attributes={"moe_mobile": "9198"}))
+    with pytest.raises(ValidationError, match="moe_"):
+        v.validate(event(attributes={"moe_mobile": "9198"}))
+    v.validate(device(source="x"))
+    with pytest.raises(ValidationError, match="reserved"):
+        v.validate(customer(attributes={"source": "x"}))
+
+
+def test_a_remembered_event_name_is_still_a_string_and_checked_once_per_rule() -> None:
+    v = validator()
+    v.validate(event(action="Purchase"))
+    v.validate(event(action="Purchase"))
+    for name, rule in [(" ", "action.empty"), ("moe_x", "action.moe_prefix"), (5, "field.type")]:
+        with pytest.raises(ValidationError) as info:
+            v.validate(event(action=name))
+        assert info.value.rule == rule
+
+
+def test_remembered_names_are_bounded() -> None:
+    v = validator()
+    for i in range(3 * elements._MAX_KNOWN):
+        v.validate(event(attributes={f"key_{i}": i}, action=f"name {i}"))
+    assert len(v._event_keys._known) <= elements._MAX_KNOWN
+    assert len(v._good_actions) <= elements._MAX_KNOWN
