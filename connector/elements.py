@@ -24,7 +24,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import product
 from typing import Any, Final
 
@@ -175,6 +175,51 @@ def _parse_time(value: object) -> tuple[int | str, datetime | None] | None:
             return None
         return value, parsed
     return None
+
+
+_UTC_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MINUTE_US: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:" -> microseconds since the epoch (bounded)
+_UTC_LENGTHS: Final = frozenset({20, 24, 27})  # ...:SSZ, ...:SS.fffZ, ...:SS.ffffffZ
+
+
+def _utc_seconds(value: str) -> float | None:
+    """``datetime.fromisoformat(value).timestamp()`` for the one form the Avro decoder writes,
+    ``YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z``, from its minute's cached start; None for any other
+    text (``_parse_time`` reads that). The same float: whole microseconds over 10^6, as
+    ``timestamp()`` computes it."""
+    if len(value) not in _UTC_LENGTHS or value[-1] != "Z" or not value.isascii():
+        return None
+    minute = _MINUTE_US.get(value[:17])
+    if minute is None:
+        minute = _minute_us(value[:17])
+        if minute is None:
+            return None
+    ss = value[17:19]
+    if not ss.isdigit() or ss > "59":
+        return None
+    us = minute + int(ss) * 1_000_000
+    if len(value) > 20:
+        frac = value[20:-1]
+        if value[19] != "." or not frac.isdigit():
+            return None
+        us += int(frac) * (1000 if len(frac) == 3 else 1)
+    return us / 1_000_000
+
+
+def _minute_us(prefix: str) -> int | None:
+    """The start of a ``YYYY-MM-DDTHH:MM:`` minute in microseconds, cached; None if it is no
+    valid minute in exactly that form."""
+    digits = prefix[:4] + prefix[5:7] + prefix[8:10] + prefix[11:13] + prefix[14:16]
+    if prefix[4::3] != "--T::" or not digits.isdigit():  # positions 4, 7, 10, 13, 16
+        return None
+    try:
+        start = datetime.fromisoformat(prefix + "00+00:00")
+    except ValueError:
+        return None
+    if len(_MINUTE_US) >= 4096:
+        _MINUTE_US.clear()
+    us = _MINUTE_US[prefix] = (start - _UTC_EPOCH) // timedelta(microseconds=1)
+    return us
 
 
 def _time_or_none(value: object) -> int | str | None:
@@ -437,24 +482,32 @@ class ElementValidator:
     def _event_time(self, i: int, key: str, action: dict[str, Any]) -> None:
         """Normalise one event time in place and check it lies inside the window."""
         value = action[key]
-        parsed = _parse_time(value)
-        if parsed is None:
-            raise _fail("time.format", "event", f"actions[{i}].{key}", value)
-        result, moment = parsed
-        if moment is None:
-            seconds: float = result if isinstance(result, int) else math.inf  # ints compare exactly
+        # What an Avro timestamp became is read without a datetime (the same seconds).
+        fast = _utc_seconds(value) if type(value) is str else None
+        result: int | str = value  # a str whenever fast is not None
+        epoch = False  # a number read by magnitude: a failure shows how it was read
+        if fast is not None:
+            seconds: float = fast
         else:
-            if moment.tzinfo is None:
-                if key == "current_time":
-                    raise _fail("time.no_zone", "event", f"actions[{i}].{key}", value)
-                moment = moment.replace(tzinfo=UTC)  # a local time: the window is a day wide
-            try:
-                seconds = moment.timestamp()
-            except (OverflowError, ValueError):  # year 1 or 9999 moved across a zone offset
-                seconds = math.inf
+            parsed = _parse_time(value)
+            if parsed is None:
+                raise _fail("time.format", "event", f"actions[{i}].{key}", value)
+            result, moment = parsed
+            if moment is None:
+                epoch = True
+                seconds = result if isinstance(result, int) else math.inf  # ints compare exactly
+            else:
+                if moment.tzinfo is None:
+                    if key == "current_time":
+                        raise _fail("time.no_zone", "event", f"actions[{i}].{key}", value)
+                    moment = moment.replace(tzinfo=UTC)  # a local time: the window is a day wide
+                try:
+                    seconds = moment.timestamp()
+                except (OverflowError, ValueError):  # year 1 or 9999 moved across a zone offset
+                    seconds = math.inf
         latest = self._clock() + self._max_future
         if not self._earliest <= seconds <= latest:
-            shown = f"read as {_describe_seconds(seconds)}, " if moment is None else ""
+            shown = f"read as {_describe_seconds(seconds)}, " if epoch else ""
             earliest = _describe_seconds(self._earliest)
             what = (
                 f"{shown}outside the accepted event times {earliest} .. now + "

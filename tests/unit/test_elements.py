@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import random
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -740,3 +742,68 @@ def test_remembered_names_are_bounded() -> None:
         v.validate(event(attributes={f"key_{i}": i}, action=f"name {i}"))
     assert len(v._event_keys._known) <= elements._MAX_KNOWN
     assert len(v._good_actions) <= elements._MAX_KNOWN
+
+
+# ----- the decoder's UTC form, read without a datetime ------------------------------------------
+
+
+def _slow_seconds(text: str) -> float | None:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-01-01T00:00:00Z",
+        "2026-01-01T00:00:59.999Z",
+        "2026-01-01T23:59:59.999999Z",
+        "2024-02-29T12:34:56.001Z",
+        "2023-02-29T12:34:56Z",  # no such day
+        "2026-13-01T00:00:00Z",
+        "2026-01-01T24:00:00Z",
+        "2026-01-01T00:60:00Z",
+        "2026-01-01T00:00:60Z",
+        "2026-01-01T00:00:6xZ",
+        "2026-01-01T00:00:0\u00b2Z",  # a digit, but not an ASCII one
+        "2026-01-01T00:00:00.12Z",
+        "2026-01-01T00:00:00,123Z",
+        "2026-01-01 00:00:00Z",
+        " 2026-01-01T00:00:0Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
+        "1969-12-31T23:59:59.999Z",
+        "2026-01-01T00:00:00+00:00",
+        "2026-01-01T00:00:00",
+    ],
+)
+def test_the_decoders_utc_form_reads_as_fromisoformat_does(text: str) -> None:
+    fast = elements._utc_seconds(text)
+    if fast is not None:
+        assert fast == _slow_seconds(text)
+        assert text.endswith("Z")
+    assert elements._utc_seconds(text) == fast  # again, from the cached minute
+
+
+def test_utc_form_matches_fromisoformat_on_many_times() -> None:
+    rng = random.Random(5)
+    for _ in range(3000):
+        us = rng.randrange(-62_135_596_800 * 10**6, 253_402_300_800 * 10**6)  # years 1..9999
+        moment = datetime(1970, 1, 1) + timedelta(microseconds=us)
+        spec = rng.choice(["seconds", "milliseconds", "microseconds"])
+        text = moment.isoformat(timespec=spec) + "Z"
+        assert elements._utc_seconds(text) == _slow_seconds(text), text
+
+
+def test_event_times_in_the_utc_form_keep_their_window() -> None:
+    v = ElementValidator(ValidationSettings(), clock=lambda: 1_767_225_600.0)  # 2026-01-01
+    ok = event(current_time="2026-01-02T00:00:00Z")  # exactly now + one day
+    assert v.validate(ok)["actions"][0]["current_time"] == "2026-01-02T00:00:00Z"
+    for text in ("2026-01-02T00:00:00.001Z", "1999-12-31T23:59:59.999Z"):
+        with pytest.raises(ValidationError) as info:
+            v.validate(event(current_time=text))
+        assert info.value.rule == "time.range"
+        assert "read as" not in str(info.value)
