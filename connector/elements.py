@@ -179,31 +179,30 @@ def _parse_time(value: object) -> tuple[int | str, datetime | None] | None:
 
 _UTC_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE_US: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:" -> microseconds since the epoch (bounded)
-_UTC_LENGTHS: Final = frozenset({20, 24, 27})  # ...:SSZ, ...:SS.fffZ, ...:SS.ffffffZ
+_SECOND_US: Final = {f"{s:02d}": s * 1_000_000 for s in range(60)}  # "SS" -> microseconds
 
 
 def _utc_seconds(value: str) -> float | None:
     """``datetime.fromisoformat(value).timestamp()`` for the one form the Avro decoder writes,
     ``YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z``, from its minute's cached start; None for any other
     text (``_parse_time`` reads that). The same float: whole microseconds over 10^6, as
-    ``timestamp()`` computes it."""
-    if len(value) not in _UTC_LENGTHS or value[-1] != "Z" or not value.isascii():
-        return None
+    ``timestamp()`` computes it. Only ASCII digits match, as ``fromisoformat`` reads."""
     minute = _MINUTE_US.get(value[:17])
     if minute is None:
         minute = _minute_us(value[:17])
         if minute is None:
             return None
-    ss = value[17:19]
-    if not ss.isdigit() or ss > "59":
+    second = _SECOND_US.get(value[17:19])
+    if second is None:
         return None
-    us = minute + int(ss) * 1_000_000
-    if len(value) > 20:
+    n = len(value)
+    if n == 20:
+        return (minute + second) / 1_000_000 if value[19] == "Z" else None
+    if n in (24, 27) and value[19] == "." and value[-1] == "Z":
         frac = value[20:-1]
-        if value[19] != "." or not frac.isdigit():
-            return None
-        us += int(frac) * (1000 if len(frac) == 3 else 1)
-    return us / 1_000_000
+        if frac.isascii() and frac.isdigit():
+            return (minute + second + int(frac) * (1000 if n == 24 else 1)) / 1_000_000
+    return None
 
 
 def _minute_us(prefix: str) -> int | None:
@@ -361,7 +360,8 @@ class ElementValidator:
         if check is None:
             raise _fail("element.type", "", value=kind)
         try:
-            _drop_nones(element)
+            if None in element.values():
+                _drop_nones(element)
             check(element)
         except ValidationError:
             raise
@@ -435,7 +435,8 @@ class ElementValidator:
         elif not ids or all(v in (None, "") for v in ids.values()):
             hint = "give customer_id or a non-empty user_identifiers object (seed 000)"
             raise _fail("customer_id.missing", "event", what=hint)
-        _check_device_id("event", el)
+        if el.get("device_id") is not None:
+            _check_device_id("event", el)
         actions = el.get("actions")
         if actions is not None and not isinstance(actions, list):
             raise _fail("element.shape", "event", "actions", what="a list")
@@ -448,7 +449,8 @@ class ElementValidator:
         """``actions[i]``; its place in messages is only rendered for a failure."""
         if not isinstance(a, dict):
             raise _fail("element.shape", "event", f"actions[{i}]", what="a JSON object")
-        _drop_nones(a)
+        if None in a.values():
+            _drop_nones(a)
         name = a.get("action", "")
         if not isinstance(name, str):
             raise _fail("field.type", "event", f"actions[{i}].action", name, "a string")
@@ -521,9 +523,10 @@ class ElementValidator:
     def _customer_id(self, kind: str, cid: object) -> None:
         if not isinstance(cid, str):
             raise _fail("customer_id.type", kind, what=type(cid).__name__)
-        bad = _control_character(cid)
-        if bad is not None:
-            raise _fail("customer_id.control_character", kind, value=cid, what=bad)
+        if not cid.isprintable():
+            bad = _control_character(cid)
+            if bad is not None:
+                raise _fail("customer_id.control_character", kind, value=cid, what=bad)
         stripped = cid.strip()
         if stripped.lower() in self._disallowed:
             raise _fail("customer_id.disallowed", kind, value=cid)
