@@ -40,8 +40,8 @@ from connector.errors import (
 from connector.flow import Backpressure, BudgetShare
 from connector.observability.health import HealthState, fatal_reason, serve_observability
 from connector.observability.metrics import Metrics
-from connector.offsets import TopicPartitionKey
-from connector.processing import RecordProcessor
+from connector.offsets import Slot, TopicPartitionKey
+from connector.processing import Prepared, RecordProcessor
 from connector.proof.delivered import open_delivered_log
 from connector.ratelimit import Budget
 from connector.sink.client import MoEngageClient
@@ -119,7 +119,9 @@ class Connector:
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()  # a second signal: end the shutdown's grace period now
         self._closing = False
-        self._consumed: dict[TopicPartitionKey, int] = {}  # records read since the last publish
+        # Counted per record, published to the metrics once per batch (see _publish_consumed).
+        self._consumed: dict[TopicPartitionKey, int] = {}
+        self._elements = self._filtered = 0
         self._linger = m.linger_ms / 1000
 
     # ----- lifecycle ----------------------------------------------------------------------------
@@ -264,10 +266,13 @@ class Connector:
             pending = fetch()
             now = loop.time()
             self.health.alive_tick(now)
+            take = self.take
             for msg in msgs:
                 if self._stop.is_set():
                     break
-                await self.take(msg, fetched_at, now)
+                waiting = take(msg, fetched_at, now)
+                if waiting is not None:  # the Schema Registry is out: this record waits for it
+                    await waiting
             self._publish_consumed()
             self.router.poll()
             delivery.flush_lingering(loop.time(), self._linger)
@@ -293,30 +298,43 @@ class Connector:
             )
         return pending
 
-    async def take(self, msg: Message, fetched_at: int, now: float) -> None:
+    def take(self, msg: Message, fetched_at: int, now: float) -> Coroutine[Any, Any, None] | None:
         """One consumed message, fetched at checkpoint epoch ``fetched_at``: tracked by the
         checkpoint, turned into elements by the processor, then handed to delivery (or, when it
-        is bad input, to the bad-input router). Suspends only while the Schema Registry is out."""
+        is bad input, to the bad-input router). Returns None once that is done, or, when the
+        Schema Registry cannot be reached, a coroutine that finishes it (the loop awaits it)."""
         err = msg.error()
         if err is not None:
             if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consume_error", error=err.str(), fatal=err.fatal())
                 if err.fatal():
                     self._fail(ConnectorError(f"Kafka: {err.str()}"), ExitCode.KAFKA)
-            return
-        slot = self.checkpoint.track(msg, fetched_at)
+            return None
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        raw = msg.value()
+        key: TopicPartitionKey = (topic, partition)  # type: ignore[assignment]
+        slot = self.checkpoint.track(key, offset, len(raw) if raw else 0, fetched_at)  # type: ignore[arg-type]
         if slot is None:  # its assignment is over: whoever owns the partition reads it again
-            return
-        key: TopicPartitionKey = (msg.topic(), msg.partition())  # type: ignore[assignment]
+            return None
         consumed = self._consumed
         consumed[key] = consumed.get(key, 0) + 1
         if self.router.keeps_message(key[0]):
             slot.msg = msg  # an element MoEngage rejects later is dead-lettered as this record
         try:
-            try:
-                prepared = self.processor.process(msg)
-            except SchemaRegistryError as e:
-                prepared = await self.processor.retry_registry(msg, e)
+            prepared = self.processor.prepare(msg, key[0], key[1], offset, raw)  # type: ignore[arg-type]
+        except BadRecordError as e:
+            self.router.route(slot, e, msg)
+            return None
+        except SchemaRegistryError as e:
+            return self._after_registry(msg, slot, e, now)
+        self._hand_over(slot, prepared, now)
+        return None
+
+    async def _after_registry(
+        self, msg: Message, slot: Slot, error: SchemaRegistryError, now: float
+    ) -> None:
+        try:
+            prepared = await self.processor.retry_registry(msg, error)
         except BadRecordError as e:
             self.router.route(slot, e, msg)
             return
@@ -326,18 +344,28 @@ class Connector:
         except SchemaRegistryError as e:  # not bad input: the record is fine, the registry not
             self._fail(e, ExitCode.SCHEMA_REGISTRY)
             return
-        self.metrics.prepared(len(prepared))
-        add = self.delivery.add
-        for data, cost, customer, element in prepared:
-            add(data, slot, cost, customer, now, element=element)
+        self._hand_over(slot, prepared, now)
+
+    def _hand_over(self, slot: Slot, prepared: list[Prepared], now: float) -> None:
+        """The record's elements to the delivery lanes; its hold released."""
+        if prepared:
+            self._elements += len(prepared)
+            add = self.delivery.add
+            for data, cost, customer, element in prepared:
+                add(data, slot, cost, customer, now, element=element)
+        else:
+            self._filtered += 1
         slot.release()
 
     def _publish_consumed(self) -> None:
         """Records read since the last call, per partition, into the metrics (once per batch:
         a Prometheus counter takes a lock per increment)."""
+        metrics = self.metrics
         for (topic, partition), n in self._consumed.items():
-            self.metrics.record_consumed(topic, partition, n)
+            metrics.record_consumed(topic, partition, n)
         self._consumed.clear()
+        metrics.prepared(self._elements, self._filtered)
+        self._elements = self._filtered = 0
 
     # ----- shutdown -----------------------------------------------------------------------------
 

@@ -78,7 +78,9 @@ def encode(element: dict[str, Any]) -> bytes:
     except Exception as e:  # noqa: BLE001 -- JSONEncodeError, or whatever a value's type raises
         raise _unencodable(element, e) from None
     # orjson writes NaN and ±Infinity as null: only an element with a null in it can hold one.
-    if b"null" in data and _has_non_finite(element):
+    # (bytes.find: 'in' first tries the needle as a byte value, and that failure costs more than
+    # the search, 0.49 against 0.33 us on a bench event.)
+    if data.find(b"null") >= 0 and _has_non_finite(element):
         problem = find_unencodable(element)
         if problem is not None:
             raise _error(element, *problem)
@@ -316,10 +318,18 @@ class Batcher:
         limits = self.limits
         if limits is None:
             return False
-        mu, me = limits.request_users, limits.request_events
-        return (mu is not None and cur.users + users > mu) or (
-            me is not None and cur.events + events > me
-        )
+        # A limit is read only when the batch would spend some of it: nothing fits any limit (a
+        # request may always cost at least 1), and a lane of events never spends users.
+        users += cur.users
+        if users:
+            mu = limits.request_users
+            if mu is not None and users > mu:
+                return True
+        events += cur.events
+        if events:
+            me = limits.request_events
+            return me is not None and events > me
+        return False
 
     def add(
         self,
@@ -340,25 +350,27 @@ class Batcher:
         ):
             return None
         closed = None
-        if cur.parts and (
-            cur.size + len(encoded) + 1 > self.max_bytes
-            or self._over_cost(cur, cost.users, cost.events)
+        users, events = cost.users, cost.events
+        index = len(cur.parts)
+        if index and (
+            cur.size + len(encoded) + 1 > self.max_bytes or self._over_cost(cur, users, events)
         ):
             closed = cur
             cur = self.current = Batch()
-        index = len(cur.parts)
-        cur.size += len(encoded) + (1 if index else 0)
+            index = 0
+        cur.size += len(encoded) + 1 if index else len(encoded)
         cur.parts.append(encoded)
-        cur.kinds.append(str(element.get("type")) if element is not None else "unknown")
-        cur.part_users.append(cost.users)
-        cur.part_events.append(cost.events)
+        kind = element.get("type") if element is not None else "unknown"
+        cur.kinds.append(str(kind))
+        cur.part_users.append(users)
+        cur.part_events.append(events)
         cur.slots.append(slot)
         cur.slot_part.append(index)
         cur.latest[customer] = index
-        if element is not None and self.coalesce and element.get("type") == "customer":
+        if kind == "customer" and self.coalesce and element is not None:
             cur.updates[index] = element
-        cur.users += cost.users
-        cur.events += cost.events
+        cur.users += users
+        cur.events += events
         slot.add_element()
         return closed
 

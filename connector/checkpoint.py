@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Message
-
 from connector.observability.metrics import Metrics
 from connector.offsets import OffsetLedger, Slot, TopicPartitionKey
 from connector.source.consumer import KafkaSource
@@ -31,14 +29,13 @@ class Checkpoint:
         """Moves at every assignment change: read it when a batch of messages arrives."""
         return self.ledger.epoch
 
-    def track(self, msg: Message, fetched_at: int) -> Slot | None:
-        """A slot for a consumed message fetched at epoch ``fetched_at``; None when its partition
+    def track(self, key: TopicPartitionKey, offset: int, size: int, fetched_at: int) -> Slot | None:
+        """A slot for a consumed record fetched at epoch ``fetched_at``; None when its partition
         is not this instance's any more, or was assigned to it anew since the fetch."""
-        tracker = self.ledger.tracker_for((msg.topic(), msg.partition()), fetched_at)  # type: ignore[arg-type]
+        tracker = self.ledger.tracker_for(key, fetched_at)
         if tracker is None:
             return None
-        raw = msg.value()
-        return tracker.track(msg.offset(), len(raw) if raw else 0)  # type: ignore[arg-type]
+        return tracker.track(offset, size)
 
     async def commit(self) -> None:
         """Commit what is delivered, in three steps:

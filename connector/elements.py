@@ -24,7 +24,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import product
 from typing import Any, Final
 
@@ -177,6 +177,50 @@ def _parse_time(value: object) -> tuple[int | str, datetime | None] | None:
     return None
 
 
+_UTC_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MINUTE_US: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:" -> microseconds since the epoch (bounded)
+_SECOND_US: Final = {f"{s:02d}": s * 1_000_000 for s in range(60)}  # "SS" -> microseconds
+
+
+def _utc_seconds(value: str) -> float | None:
+    """``datetime.fromisoformat(value).timestamp()`` for the one form the Avro decoder writes,
+    ``YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z``, from its minute's cached start; None for any other
+    text (``_parse_time`` reads that). The same float: whole microseconds over 10^6, as
+    ``timestamp()`` computes it. Only ASCII digits match, as ``fromisoformat`` reads."""
+    minute = _MINUTE_US.get(value[:17])
+    if minute is None:
+        minute = _minute_us(value[:17])
+        if minute is None:
+            return None
+    second = _SECOND_US.get(value[17:19])
+    if second is None:
+        return None
+    n = len(value)
+    if n == 20:
+        return (minute + second) / 1_000_000 if value[19] == "Z" else None
+    if n in (24, 27) and value[19] == "." and value[-1] == "Z":
+        frac = value[20:-1]
+        if frac.isascii() and frac.isdigit():
+            return (minute + second + int(frac) * (1000 if n == 24 else 1)) / 1_000_000
+    return None
+
+
+def _minute_us(prefix: str) -> int | None:
+    """The start of a ``YYYY-MM-DDTHH:MM:`` minute in microseconds, cached; None if it is no
+    valid minute in exactly that form."""
+    digits = prefix[:4] + prefix[5:7] + prefix[8:10] + prefix[11:13] + prefix[14:16]
+    if prefix[4::3] != "--T::" or not digits.isdigit():  # positions 4, 7, 10, 13, 16
+        return None
+    try:
+        start = datetime.fromisoformat(prefix + "00+00:00")
+    except ValueError:
+        return None
+    if len(_MINUTE_US) >= 4096:
+        _MINUTE_US.clear()
+    us = _MINUTE_US[prefix] = (start - _UTC_EPOCH) // timedelta(microseconds=1)
+    return us
+
+
 def _time_or_none(value: object) -> int | str | None:
     """The normalised time, or None when ``value`` is not a time MoEngage accepts."""
     parsed = _parse_time(value)
@@ -292,6 +336,13 @@ class ElementValidator:
         self.identifier_keys = frozenset(identifier_keys)
         self._user_moe_exempt = MOE_PREFIX_EXEMPT | self.identifier_keys
         self._clock = clock
+        # Names that passed a rule set once, per rule set (see _KnownKeys): most streams use a
+        # small vocabulary of attribute and event names, checked in full only the first time.
+        self._user_keys = _KnownKeys("customer", self._reserved_user, self._user_moe_exempt)
+        self._device_keys = _KnownKeys("device", self._reserved_device, None)
+        self._event_keys = _KnownKeys("event", self._reserved_event, MOE_PREFIX_EXEMPT)
+        self._identifier_keys = _KnownKeys("event", frozenset(), None)
+        self._good_actions: set[str] = set()
         self._earliest = settings.event_time_earliest.timestamp()
         self._max_future = settings.event_time_max_future_seconds
         self._checks: dict[str, Callable[[Element], None]] = {
@@ -309,7 +360,8 @@ class ElementValidator:
         if check is None:
             raise _fail("element.type", "", value=kind)
         try:
-            _drop_nones(element)
+            if None in element.values():
+                _drop_nones(element)
             check(element)
         except ValidationError:
             raise
@@ -335,7 +387,7 @@ class ElementValidator:
             hint = f"give customer_id or one of {ids} in attributes" if ids else "give customer_id"
             raise _fail("customer_id.missing", "customer", what=f"{hint} (seed 000)")
         if attrs:
-            _check_keys("customer", "attributes", attrs, self._reserved_user, self._user_moe_exempt)
+            self._user_keys.check("attributes", attrs)
             if "platforms" in attrs:
                 _check_platforms(attrs["platforms"])
         if "update_existing_only" in el:
@@ -359,7 +411,7 @@ class ElementValidator:
         attrs = el.get("attributes", {})
         if not isinstance(attrs, dict):
             raise _fail("element.shape", "device", "attributes", what="a JSON object")
-        _check_keys("device", "attributes", attrs, self._reserved_device, None)
+        self._device_keys.check("attributes", attrs)
         for key in ("platform", "push_id"):
             if attrs.get(key) in (None, ""):
                 raise _fail("device.missing_field", "device", f"attributes.{key}")
@@ -377,28 +429,47 @@ class ElementValidator:
         if ids is not None:
             if not isinstance(ids, dict):
                 raise _fail("element.shape", "event", "user_identifiers", what="a JSON object")
-            _check_keys("event", "user_identifiers", ids, frozenset(), None)
+            self._identifier_keys.check("user_identifiers", ids)
         if "customer_id" in el:
             self._customer_id("event", el["customer_id"])
         elif not ids or all(v in (None, "") for v in ids.values()):
             hint = "give customer_id or a non-empty user_identifiers object (seed 000)"
             raise _fail("customer_id.missing", "event", what=hint)
-        _check_device_id("event", el)
+        if el.get("device_id") is not None:
+            _check_device_id("event", el)
         actions = el.get("actions")
         if actions is not None and not isinstance(actions, list):
             raise _fail("element.shape", "event", "actions", what="a list")
         if not actions:
             raise _fail("actions.empty", "event")
         for i, action in enumerate(actions):
-            self._action(f"actions[{i}]", action)
+            self._action(i, action)
 
-    def _action(self, where: str, a: object) -> None:
+    def _action(self, i: int, a: object) -> None:
+        """``actions[i]``; its place in messages is only rendered for a failure."""
         if not isinstance(a, dict):
-            raise _fail("element.shape", "event", where, what="a JSON object")
-        _drop_nones(a)
+            raise _fail("element.shape", "event", f"actions[{i}]", what="a JSON object")
+        if None in a.values():
+            _drop_nones(a)
         name = a.get("action", "")
         if not isinstance(name, str):
-            raise _fail("field.type", "event", f"{where}.action", name, "a string")
+            raise _fail("field.type", "event", f"actions[{i}].action", name, "a string")
+        if name not in self._good_actions:
+            self._action_name(f"actions[{i}]", name)
+        attrs = a.get("attributes")
+        if attrs is not None:
+            if not isinstance(attrs, dict):
+                where = f"actions[{i}].attributes"
+                raise _fail("element.shape", "event", where, what="a JSON object")
+            if not self._event_keys.known(attrs):
+                self._event_keys.check(f"actions[{i}].attributes", attrs)
+        _action_fields(i, a)
+        for key in ("current_time", "user_time"):
+            if key in a:
+                self._event_time(i, key, a)
+
+    def _action_name(self, where: str, name: str) -> None:
+        """The rules for an event name not seen before; a name that passes is remembered."""
         if not name.strip():
             raise _fail("action.empty", "event", where)
         if name in self._reserved_event:
@@ -408,54 +479,54 @@ class ElementValidator:
         bad = _control_character(name)
         if bad is not None:
             raise _fail("action.control_character", "event", where, name, bad)
-        attrs = a.get("attributes")
-        if attrs is not None:
-            if not isinstance(attrs, dict):
-                raise _fail("element.shape", "event", f"{where}.attributes", what="a JSON object")
-            where_attrs = f"{where}.attributes"
-            _check_keys("event", where_attrs, attrs, self._reserved_event, MOE_PREFIX_EXEMPT)
-        _action_fields(where, a)
-        for key in ("current_time", "user_time"):
-            if key in a:
-                self._event_time(f"{where}.{key}", key, a)
+        _remember(self._good_actions, (name,))
 
-    def _event_time(self, where: str, key: str, action: dict[str, Any]) -> None:
+    def _event_time(self, i: int, key: str, action: dict[str, Any]) -> None:
         """Normalise one event time in place and check it lies inside the window."""
         value = action[key]
-        parsed = _parse_time(value)
-        if parsed is None:
-            raise _fail("time.format", "event", where, value)
-        result, moment = parsed
-        if moment is None:
-            seconds: float = result if isinstance(result, int) else math.inf  # ints compare exactly
+        # What an Avro timestamp became is read without a datetime (the same seconds).
+        fast = _utc_seconds(value) if type(value) is str else None
+        result: int | str = value  # a str whenever fast is not None
+        epoch = False  # a number read by magnitude: a failure shows how it was read
+        if fast is not None:
+            seconds: float = fast
         else:
-            if moment.tzinfo is None:
-                if key == "current_time":
-                    raise _fail("time.no_zone", "event", where, value)
-                moment = moment.replace(tzinfo=UTC)  # a local time: the window is a day wide
-            try:
-                seconds = moment.timestamp()
-            except (OverflowError, ValueError):  # year 1 or 9999 moved across a zone offset
-                seconds = math.inf
+            parsed = _parse_time(value)
+            if parsed is None:
+                raise _fail("time.format", "event", f"actions[{i}].{key}", value)
+            result, moment = parsed
+            if moment is None:
+                epoch = True
+                seconds = result if isinstance(result, int) else math.inf  # ints compare exactly
+            else:
+                if moment.tzinfo is None:
+                    if key == "current_time":
+                        raise _fail("time.no_zone", "event", f"actions[{i}].{key}", value)
+                    moment = moment.replace(tzinfo=UTC)  # a local time: the window is a day wide
+                try:
+                    seconds = moment.timestamp()
+                except (OverflowError, ValueError):  # year 1 or 9999 moved across a zone offset
+                    seconds = math.inf
         latest = self._clock() + self._max_future
         if not self._earliest <= seconds <= latest:
-            shown = f"read as {_describe_seconds(seconds)}, " if moment is None else ""
+            shown = f"read as {_describe_seconds(seconds)}, " if epoch else ""
             earliest = _describe_seconds(self._earliest)
             what = (
                 f"{shown}outside the accepted event times {earliest} .. now + "
                 f"{self._max_future} s (validation.event_time_earliest, "
                 "validation.event_time_max_future_seconds)"
             )
-            raise _fail("time.range", "event", where, value, what)
+            raise _fail("time.range", "event", f"actions[{i}].{key}", value, what)
         if result is not value:
             action[key] = result
 
     def _customer_id(self, kind: str, cid: object) -> None:
         if not isinstance(cid, str):
             raise _fail("customer_id.type", kind, what=type(cid).__name__)
-        bad = _control_character(cid)
-        if bad is not None:
-            raise _fail("customer_id.control_character", kind, value=cid, what=bad)
+        if not cid.isprintable():
+            bad = _control_character(cid)
+            if bad is not None:
+                raise _fail("customer_id.control_character", kind, value=cid, what=bad)
         stripped = cid.strip()
         if stripped.lower() in self._disallowed:
             raise _fail("customer_id.disallowed", kind, value=cid)
@@ -467,6 +538,45 @@ class ElementValidator:
 
 _USER_P: Final = "ANDROID, iOS, web"
 _EVENT_P: Final = "ANDROID, iOS, web, unknown"
+
+
+_MAX_KNOWN: Final = 4096  # names remembered per rule set; past it the set starts afresh
+
+
+def _remember(known: set[str], names: Any) -> None:
+    """Add names that passed their rules to ``known``, which never grows past ``_MAX_KNOWN``
+    (a stream of ever-new names, e.g. ids used as keys, only costs the full checks it had)."""
+    if len(known) >= _MAX_KNOWN:
+        known.clear()
+    known.update(names)
+
+
+class _KnownKeys:
+    """``_check_keys`` for one rule set (element type, reserved names, ``moe_`` exemptions), with
+    the names that already passed it remembered: an element whose keys are all known is done in
+    one C-level subset test. Only strings that passed are remembered, and keys of other types
+    (int, bytes, tuple, None, ...) never equal a string, so a key the full check would refuse is
+    never taken for a known one."""
+
+    __slots__ = ("_kind", "_known", "_moe_exempt", "_reserved")
+
+    def __init__(
+        self, kind: str, reserved: frozenset[str], moe_exempt: frozenset[str] | None
+    ) -> None:
+        self._kind = kind
+        self._reserved = reserved
+        self._moe_exempt = moe_exempt
+        self._known: set[str] = set()
+
+    def known(self, attrs: dict[Any, Any]) -> bool:
+        """Whether every key of ``attrs`` already passed (then ``check`` has nothing to do)."""
+        return attrs.keys() <= self._known
+
+    def check(self, where: str, attrs: dict[Any, Any]) -> None:
+        """``_check_keys`` unless every key is known; ``where`` names ``attrs`` in a failure."""
+        if not attrs.keys() <= self._known:
+            _check_keys(self._kind, where, attrs, self._reserved, self._moe_exempt)
+            _remember(self._known, attrs)
 
 
 def _check_keys(
@@ -533,13 +643,13 @@ def _check_device_id(kind: str, el: Element) -> None:
             raise _fail("device_id.control_character", kind, "device_id", device_id, bad)
 
 
-def _action_fields(where: str, a: dict[str, Any]) -> None:
-    """The optional fields of one event action (nulls already dropped)."""
+def _action_fields(i: int, a: dict[str, Any]) -> None:
+    """The optional fields of ``actions[i]`` (nulls already dropped)."""
     if "platform" in a:
         platform = a["platform"]
         canon = _canonical(platform, _EVENT_PLATFORM_LOOKUP)
         if canon is None:
-            raise _fail("platform.unknown", "event", f"{where}.platform", platform, _EVENT_P)
+            raise _fail("platform.unknown", "event", f"actions[{i}].platform", platform, _EVENT_P)
         if canon is not platform:
             a["platform"] = canon
     if "app_version" in a:
@@ -548,16 +658,16 @@ def _action_fields(where: str, a: dict[str, Any]) -> None:
         if t is int or t is float:
             a["app_version"] = str(version)
         elif t is not str:
-            raise _fail("field.type", "event", f"{where}.app_version", version, "a string")
+            raise _fail("field.type", "event", f"actions[{i}].app_version", version, "a string")
     if "user_timezone_offset" in a:
         offset = a["user_timezone_offset"]
-        n = _integral(offset)
+        n = _integral(offset) if type(offset) is not int else offset
         if n is None:
-            key = f"{where}.user_timezone_offset"
+            key = f"actions[{i}].user_timezone_offset"
             raise _fail("field.type", "event", key, offset, "whole seconds (seed 001)")
         low, high = TIMEZONE_OFFSET_RANGE
         if not low <= n <= high:
-            raise _fail("user_timezone_offset.range", "event", where, n)
+            raise _fail("user_timezone_offset.range", "event", f"actions[{i}]", n)
         if n is not offset:
             a["user_timezone_offset"] = n
 

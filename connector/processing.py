@@ -62,12 +62,16 @@ def element_cost(element: Element, device_users: int = 1) -> Cost:
 
 def record_from_message(msg: Message, value: Any) -> Record:
     """The transform's view of a consumed (non-error) message."""
+    return _record(msg, msg.topic(), msg.partition(), msg.offset(), value)  # type: ignore[arg-type]
+
+
+def _record(msg: Message, topic: str, partition: int, offset: int, value: Any) -> Record:
     ts_type, ts = msg.timestamp()
     headers = msg.headers()
     return Record(
-        msg.topic(),  # type: ignore[arg-type]
-        msg.partition(),  # type: ignore[arg-type]
-        msg.offset(),  # type: ignore[arg-type]
+        topic,
+        partition,
+        offset,
         msg.key(),
         value,
         tuple(cast(list[tuple[str, bytes | None]], headers)) if headers else (),
@@ -135,11 +139,19 @@ class RecordProcessor:
     def process(self, msg: Message) -> list[Prepared]:
         """The elements of one message (none: the transform filtered it out). Raises
         ``BadRecordError`` located at the message, or ``SchemaRegistryError``."""
-        pipe = self.pipelines[msg.topic()]  # type: ignore[index]
+        return self.prepare(msg, msg.topic(), msg.partition(), msg.offset(), msg.value())  # type: ignore[arg-type]
+
+    def prepare(
+        self, msg: Message, topic: str, partition: int, offset: int, raw: bytes | None
+    ) -> list[Prepared]:
+        """:meth:`process` for a caller that already read the message's coordinates and value
+        (the run loop: each read of a ``Message`` field builds a new Python object)."""
+        pipe = self.pipelines[topic]
         try:
-            return self._prepare(msg, pipe, self._decode(pipe, msg.value()))
+            value = self._decode(pipe, raw)
+            return self._prepare(pipe, _record(msg, topic, partition, offset, value))
         except BadRecordError as e:
-            e.at(message_ref(msg))
+            e.at(RecordRef(topic, partition, offset))
             raise
 
     async def retry_registry(self, msg: Message, error: SchemaRegistryError) -> list[Prepared]:
@@ -152,8 +164,12 @@ class RecordProcessor:
                 raise error
             log.warning("schema_registry_retry", error=str(error), delay_s=delay)
             await self._sleep(delay)
+            ref = message_ref(msg)
             try:
-                return self._prepare(msg, pipe, self._decode(pipe, msg.value()))
+                value = self._decode(pipe, msg.value())
+                return self._prepare(
+                    pipe, _record(msg, ref.topic, ref.partition, ref.offset, value)
+                )
             except SchemaRegistryError as e:
                 error = e
             except BadRecordError as e:
@@ -170,12 +186,12 @@ class RecordProcessor:
         except Exception as e:  # no record may crash the connector: it is bad input
             raise unexpected(DecodeError, "decode.unexpected", "the decoder", e) from e
 
-    def _prepare(self, msg: Message, pipe: TopicPipeline, value: Any) -> list[Prepared]:
+    def _prepare(self, pipe: TopicPipeline, record: Record) -> list[Prepared]:
         """Transform, validate, encode, size, cost: each element is touched once per step."""
         validate, customer_key = self.validator.validate, self.validator.customer_key
         limit, device_cost = self._max_element_bytes, self._device_cost
         out: list[Prepared] = []
-        for produced in pipe.transform(record_from_message(msg, value)):
+        for produced in pipe.transform(record):
             try:
                 element = validate(produced)
                 data = encode(element)

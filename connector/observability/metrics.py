@@ -261,12 +261,11 @@ class Metrics:
         self._buffered_bytes.set(size_bytes)
         self._paused.set(paused)
 
-    def prepared(self, elements: int) -> None:
-        """One record became ``elements`` elements for delivery (0: the transform filtered it)."""
+    def prepared(self, elements: int, filtered: int) -> None:
+        """Records became ``elements`` elements for delivery; ``filtered`` of them none."""
         counts = self.counts
         counts.elements += elements
-        if not elements:
-            counts.filtered += 1
+        counts.filtered += filtered
 
     # ----- bad input ----------------------------------------------------------------------------
 

@@ -10,8 +10,7 @@ turns whatever user code raises into a ``TransformError`` the pipeline can route
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from connector.config import TransformSpec
 from connector.elements import Element
@@ -32,9 +31,9 @@ __all__ = [
 _MAX_ERROR_TEXT = 200  # user exception text can quote record contents: keep it short
 
 
-@dataclass(slots=True, frozen=True)
-class Record:
-    """One decoded Kafka record, as a transform sees it.
+class Record(NamedTuple):
+    """One decoded Kafka record, as a transform sees it (immutable; built once per record, so a
+    tuple: a frozen dataclass cost three times as much to build).
 
     ``value`` holds only JSON-like data (dict, list, str, int, float, bool, None): the decoder has
     already turned Avro logical types into ISO 8601 strings and numbers.
@@ -112,6 +111,28 @@ class CompiledTransform:
         return f"CompiledTransform({self.name!r})"
 
 
+class MappingCompiled(CompiledTransform):
+    """A declarative mapping: its output is a list of element dicts with a string ``type`` by
+    construction, so it is returned as it is (the checks above are for user code); what the
+    mapping raises is still a ``TransformError``."""
+
+    __slots__ = ()
+
+    def __call__(self, record: Record) -> list[Element]:
+        try:
+            out: list[Element] = self._fn(record)  # type: ignore[assignment]
+        except BadRecordError:
+            raise
+        except Exception as e:
+            text = str(e)
+            if len(text) > _MAX_ERROR_TEXT:
+                text = text[: _MAX_ERROR_TEXT - 3] + "..."
+            raise TransformError(
+                f"transform {self.name} raised {type(e).__name__}: {text}", rule="transform.raised"
+            ) from e
+        return out
+
+
 def load_transform(spec: TransformSpec, *, key_path: str = "transform") -> CompiledTransform:
     """Build the topic's transform once, at start-up.
 
@@ -120,7 +141,7 @@ def load_transform(spec: TransformSpec, *, key_path: str = "transform") -> Compi
     """
     if spec.mapping is not None:
         mapping = MappingTransform(spec.mapping, key_path=f"{key_path}.mapping")
-        return CompiledTransform("mapping", mapping)
+        return MappingCompiled("mapping", mapping)
     name, fn = resolve(spec, key_path=key_path)
     return CompiledTransform(name, fn)
 

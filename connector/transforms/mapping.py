@@ -1,8 +1,10 @@
 """The declarative mapping: record fields -> MoEngage elements, with no user code.
 
 Each ``ElementSpec`` of a topic yields one element per record. All paths are split and every
-value reference is compiled into a small getter once, in ``__init__``; per record the work is a
-few dict lookups and one dict comprehension for the attributes.
+value reference is compiled once, in ``__init__``: a top-level field into a ``Slot`` read inline
+with the record value's own ``dict.get`` (most mappings name only top-level fields), anything else
+into a small getter. Per record the work is a few dict lookups and one copy or comprehension for
+the attributes.
 
 Value paths are dotted paths into ``record.value`` (nested dicts), or one of the pseudo-fields
 ``$key`` (the record key as UTF-8 text), ``$timestamp`` (the record timestamp in ms) and ``$topic``.
@@ -22,6 +24,11 @@ if TYPE_CHECKING:
     from connector.transforms import Record
 
 Getter = Callable[["Record"], Any]
+# (top-level field name, default, None) or (None, None, getter): how one value is read. A plain
+# field is read inline, no call per value; a getter keeps its place in the order of evaluation, so
+# the first error a record raises ('$key' not UTF-8, a missing identity) is the one it always did.
+Slot = tuple[str | None, Any, Getter | None]
+_NOTHING: dict[str, Any] = {}  # read, never written: the fields of a value that is no object
 
 # ElementSpec fields whose values are taken from the record; their first path segment is left out
 # of the attributes when these come from the record's top level.
@@ -91,6 +98,24 @@ def compile_value(spec: ValueSpec, key_path: str) -> Getter:
     return get_nested
 
 
+def compile_slot(spec: ValueSpec, key_path: str) -> Slot:
+    """The ``Slot`` for one ``ValueSpec`` (checked by ``compile_value`` either way)."""
+    getter = compile_value(spec, key_path)
+    field = spec.field
+    if field is not None and not field.startswith("$") and "." not in field:
+        return field, spec.default, None
+    return None, None, getter
+
+
+def _read(slot: Slot, record: Record, get: Callable[[str], Any]) -> Any:
+    """One slot's value; ``get`` is the record value's ``dict.get`` (or ``_NOTHING.get``)."""
+    name, default, getter = slot
+    if getter is not None:
+        return getter(record)
+    found = get(name)  # type: ignore[arg-type]
+    return default if found is None else found
+
+
 def _first_segment(spec: ValueSpec | None) -> str | None:
     if spec is None or spec.field is None or spec.field.startswith("$"):
         return None
@@ -108,15 +133,15 @@ class _Builder:
     kind: ClassVar[str]
 
     def __init__(self, spec: ElementSpec, key_path: str) -> None:
-        def value(name: str) -> Getter | None:
+        def slot(name: str) -> Slot | None:
             vs: ValueSpec | None = getattr(spec, name)
-            return None if vs is None else compile_value(vs, f"{key_path}.{name}")
+            return None if vs is None else compile_slot(vs, f"{key_path}.{name}")
 
-        self._customer_id = value("customer_id")
-        self._device_id = value("device_id")
-        self._platform = value("platform")
+        self._customer_id = slot("customer_id")
+        self._device_id = slot("device_id")
+        self._platform = slot("platform")
         self._identifiers = tuple(
-            (key, compile_value(vs, f"{key_path}.user_identifiers.{key}"))
+            (key, compile_slot(vs, f"{key_path}.user_identifiers.{key}"))
             for key, vs in spec.user_identifiers.items()
         )
         self._identity_fields = ", ".join(
@@ -145,16 +170,27 @@ class _Builder:
     def build(self, record: Record) -> Element:
         raise NotImplementedError
 
-    def _identity(self, record: Record) -> tuple[Any, dict[str, Any] | None]:
+    def _identity(
+        self, record: Record, get: Callable[[str], Any]
+    ) -> tuple[Any, dict[str, Any] | None]:
         """``customer_id`` and the identity-resolution identifiers; at least one must be found."""
         cid = None
-        if self._customer_id is not None:
-            cid = _as_id(self._customer_id(record))
+        slot = self._customer_id
+        if slot is not None:
+            name, default, getter = slot
+            if getter is None:
+                cid = get(name)  # type: ignore[arg-type]
+                if cid is None:
+                    cid = default
+            else:
+                cid = getter(record)
+            if type(cid) is int:  # IDs are strings in MoEngage: ints (not bools) are converted
+                cid = str(cid)
         ids = None
         if self._identifiers:
             ids = {}
-            for key, get in self._identifiers:
-                found = get(record)
+            for key, id_slot in self._identifiers:
+                found = _read(id_slot, record, get)
                 if found is not None:
                     ids[key] = _as_id(found)
         if cid is None and not ids:
@@ -165,8 +201,9 @@ class _Builder:
             )
         return cid, ids
 
-    def _attributes(self, record: Record) -> dict[str, Any]:
-        src = record.value
+    def _attributes(self, value: Any) -> dict[str, Any]:
+        """The element's attributes from the record value: always a new dict of its own."""
+        src = value
         if self._source is not None:
             for part in self._source:
                 src = src.get(part) if isinstance(src, dict) else None
@@ -181,19 +218,33 @@ class _Builder:
         elif not isinstance(src, dict):
             src = {}
         skip = self._skip_nulls
-        if self._include is None:
+        rename = self._rename
+        if self._include is not None:
+            attrs = {k: src[k] for k in self._include if k in src}
+            if skip:
+                attrs = {k: v for k, v in attrs.items() if v is not None}
+            if rename:
+                attrs = {rename.get(k, k): v for k, v in attrs.items()}
+        elif rename:  # filter and rename in one pass: the same keys, order and values as two
+            excl = self._excluded
+            if skip:
+                attrs = {
+                    rename.get(k, k): v for k, v in src.items() if v is not None and k not in excl
+                }
+            else:
+                attrs = {rename.get(k, k): v for k, v in src.items() if k not in excl}
+        elif type(src) is dict and not (skip and None in src.values()):
+            # Nothing to filter by value: a C-level copy, then the few excluded keys removed
+            # (deleting keeps the order of the rest). A dict subclass takes the general way.
+            attrs = src.copy()
+            for k in self._excluded:
+                attrs.pop(k, None)
+        else:
             excl = self._excluded
             if skip:
                 attrs = {k: v for k, v in src.items() if v is not None and k not in excl}
             else:
                 attrs = {k: v for k, v in src.items() if k not in excl}
-        else:
-            attrs = {k: src[k] for k in self._include if k in src}
-            if skip:
-                attrs = {k: v for k, v in attrs.items() if v is not None}
-        if self._rename:
-            rename = self._rename
-            attrs = {rename.get(k, k): v for k, v in attrs.items()}
         if self._constants:
             attrs.update(self._constants)
         return attrs
@@ -207,12 +258,14 @@ class _CustomerBuilder(_Builder):
         self._update_existing_only = spec.update_existing_only
 
     def build(self, record: Record) -> Element:
-        cid, ids = self._identity(record)
-        attrs = self._attributes(record)
+        value = record.value
+        get = value.get if isinstance(value, dict) else _NOTHING.get
+        cid, ids = self._identity(record, get)
+        attrs = self._attributes(value)
         if ids:
             attrs.update(ids)  # identity resolution: identifiers travel as attributes (seed 000)
         if self._platform is not None:
-            platform = self._platform(record)
+            platform = _read(self._platform, record, get)
             if platform is not None:
                 attrs["platforms"] = [{"platform": platform, "active": "true"}]
         element: Element = {"type": "customer"}
@@ -237,15 +290,17 @@ class _DeviceBuilder(_Builder):
         super().__init__(spec, key_path)
 
     def build(self, record: Record) -> Element:
-        cid, _ = self._identity(record)
+        value = record.value
+        get = value.get if isinstance(value, dict) else _NOTHING.get
+        cid, _ = self._identity(record, get)
         element: Element = {"type": "device", "customer_id": cid}
         if self._device_id is not None:
-            device_id = self._device_id(record)
+            device_id = _read(self._device_id, record, get)
             if device_id is not None:
                 element["device_id"] = _as_id(device_id)
-        attrs = self._attributes(record)
+        attrs = self._attributes(value)
         if self._platform is not None:
-            platform = self._platform(record)
+            platform = _read(self._platform, record, get)
             if platform is not None:
                 attrs["platform"] = platform
         element["attributes"] = attrs
@@ -258,34 +313,47 @@ class _EventBuilder(_Builder):
     def __init__(self, spec: ElementSpec, key_path: str) -> None:
         super().__init__(spec, key_path)
         assert spec.action is not None  # ElementSpec guarantees it for events
-        self._action = compile_value(spec.action, f"{key_path}.action")
+        self._action = compile_slot(spec.action, f"{key_path}.action")
         self._action_path = spec.action.field
         self._optional = tuple(
-            (name, compile_value(vs, f"{key_path}.{name}"))
+            (name, *compile_slot(vs, f"{key_path}.{name}"))
             for name in _ACTION_FIELDS
             if (vs := getattr(spec, name)) is not None
         )
 
     def build(self, record: Record) -> Element:
-        cid, ids = self._identity(record)
+        value = record.value
+        get = value.get if isinstance(value, dict) else _NOTHING.get
+        cid, ids = self._identity(record, get)
         element: Element = {"type": "event"}
         if cid is not None:
             element["customer_id"] = cid
         if ids:
             element["user_identifiers"] = ids
         if self._device_id is not None:
-            device_id = self._device_id(record)
+            device_id = _read(self._device_id, record, get)
             if device_id is not None:
                 element["device_id"] = _as_id(device_id)
-        name = self._action(record)
+        field, default, getter = self._action
+        if getter is None:
+            name = get(field)  # type: ignore[arg-type]
+            if name is None:
+                name = default
+        else:
+            name = getter(record)
         if name is None:
             raise TransformError(
                 f"event mapping: action field {self._action_path!r} is missing or null",
                 rule="mapping.missing_field",
             )
-        action: dict[str, Any] = {"action": name, "attributes": self._attributes(record)}
-        for key, get in self._optional:
-            found = get(record)
+        action: dict[str, Any] = {"action": name, "attributes": self._attributes(value)}
+        for key, field, default, getter in self._optional:
+            if getter is None:
+                found = get(field)  # type: ignore[arg-type]
+                if found is None:
+                    found = default
+            else:
+                found = getter(record)
             if found is not None:
                 action[key] = found
         element["actions"] = [action]
@@ -323,4 +391,6 @@ class MappingTransform:
         self._builds = tuple(builds)
 
     def __call__(self, record: Record) -> list[Element]:
+        if len(self._builds) == 1:
+            return [self._builds[0](record)]
         return [build(record) for build in self._builds]

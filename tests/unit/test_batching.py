@@ -99,6 +99,21 @@ def test_batch_closes_before_exceeding_the_event_budget_capacity() -> None:
     assert closed.events == 6
 
 
+def test_a_budget_that_shrinks_below_the_batch_closes_it_at_the_next_element() -> None:
+    """The limits are read live: an event (no users) still closes a batch of users that the
+    smaller users budget no longer allows, and the other way round."""
+    limits = Limits(5, 5)
+    b = Batcher(100_000, limits)
+    b.add(_el(1), _slot(), Cost(users=2), "a")
+    limits.request_users = 1
+    assert b.add(_el(2), _slot(), Cost(events=1), "b") is not None
+    b.add(_el(3), _slot(), Cost(events=3), "c")
+    limits.request_events = 4
+    assert b.add(_el(4), _slot(), Cost(users=1), "d") is None  # 1 + 3 events: within 4
+    limits.request_events = 3
+    assert b.add(_el(5), _slot(), Cost(users=1), "e") is not None
+
+
 def test_split_keeps_order_and_exact_sizes() -> None:
     b = Batcher(100_000)
     for i in range(5):

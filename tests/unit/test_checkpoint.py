@@ -66,10 +66,6 @@ def _revoke(source: KafkaSource, checkpoint: Checkpoint, *keys: tuple[str, int])
     source.assignment.difference_update(keys)
 
 
-def _msg(offset: int, key: tuple[str, int] = P) -> Message:
-    return Message(topic=key[0], partition=key[1], offset=offset, value=b"x")
-
-
 async def test_a_record_fetched_before_a_revoke_is_never_tracked_under_the_next_assignment() -> (
     None
 ):
@@ -77,7 +73,7 @@ async def test_a_record_fetched_before_a_revoke_is_never_tracked_under_the_next_
     checkpoint = Checkpoint(source, Metrics(process_metrics=False))
     _assign(source, checkpoint, P)
     fetched_at = checkpoint.epoch  # a batch of offsets 150..199 arrives
-    held = checkpoint.track(_msg(150), fetched_at)
+    held = checkpoint.track(P, 150, 1, fetched_at)
     assert held is not None  # 150 waits for the Schema Registry...
 
     # ...meanwhile the partition is revoked and assigned back to this instance.
@@ -86,14 +82,14 @@ async def test_a_record_fetched_before_a_revoke_is_never_tracked_under_the_next_
 
     # The rest of the stale batch belongs to the assignment that is over: not tracked.
     for offset in range(151, 200):
-        assert checkpoint.track(_msg(offset), fetched_at) is None
+        assert checkpoint.track(P, offset, 1, fetched_at) is None
     assert checkpoint.ledger.committable() == {}
     held.release()  # 150 delivered later: lands on the detached tracker, moves nothing
     assert checkpoint.ledger.committable() == {}
 
     # The new assignment reads again from the committed offset, and tracks from there.
     refetched_at = checkpoint.epoch
-    slots = [checkpoint.track(_msg(offset), refetched_at) for offset in range(150, 200)]
+    slots = [checkpoint.track(P, offset, 1, refetched_at) for offset in range(150, 200)]
     assert all(slot is not None for slot in slots)
     for slot in slots[1:]:
         assert slot is not None
@@ -130,7 +126,7 @@ async def test_a_commit_queued_behind_a_rebalance_never_commits_the_revoked_part
     fetched_at = checkpoint.epoch
     for key in (P, Q):
         for offset in range(5):
-            slot = checkpoint.track(_msg(offset, key), fetched_at)
+            slot = checkpoint.track(key, offset, 1, fetched_at)
             assert slot is not None
             slot.release()
     ledger = checkpoint.ledger

@@ -8,7 +8,7 @@ import random
 import socket
 import uuid
 from collections import Counter
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -398,6 +398,19 @@ def test_direct_timestamp_formatting_matches_the_datetime_path(units: str, nulla
         assert one_field(field_type, moment) == decoding._to_jsonable(moment)
     if nullable:
         assert one_field(field_type, None) is None
+
+
+@pytest.mark.parametrize("units", [1000, 1_000_000])
+def test_direct_timestamp_text_matches_the_datetime_path_on_many_times(units: int) -> None:
+    rng = random.Random(units)
+    for _ in range(5000):
+        n = rng.randrange(-62_135_596_800 * units, 253_402_300_800 * units)  # years 1..9999
+        if rng.random() < 0.3:
+            n -= n % units  # whole seconds
+        elif rng.random() < 0.3:
+            n -= n % (units // 1000)  # whole milliseconds
+        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=n * 1_000_000 // units)
+        assert decoding._iso_utc(n, units) == decoding._to_jsonable(moment), n
 
 
 # ----- JSON and tombstones --------------------------------------------------------------------

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import random
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
+from connector import elements
 from connector.config import ValidationSettings
 from connector.elements import (
     DISALLOWED_CUSTOMER_IDS,
@@ -689,3 +692,118 @@ def test_a_value_that_cannot_be_compared_is_bad_input_not_a_crash() -> None:
         clocked().validate(el)
     assert (info.value.stage, info.value.rule) == ("validate", "element.invalid")
     assert "RuntimeError" in info.value.message
+
+
+# ----- names remembered once they pass ----------------------------------------------------------
+
+
+def test_a_remembered_name_does_not_let_a_bad_one_through() -> None:
+    v = validator()
+    ok = event(attributes={"price": 1, "sku": "a"})
+    v.validate(ok)
+    v.validate(event(attributes={"price": 2, "sku": "b"}))  # every key known: the fast path
+    for attrs, rule in [
+        ({"price": 3, "moe_x": 1}, "attribute.moe_prefix"),
+        ({"price": 3, "id": 1}, "attribute.reserved"),
+        ({"price": 3, 5: 1}, "attribute.key_type"),
+        ({"price": 3, "a\x01b": 1}, "attribute.control_character"),
+    ]:
+        with pytest.raises(ValidationError) as info:
+            v.validate(event(attributes=attrs))
+        assert info.value.rule == rule
+        assert "actions[0].attributes key" in str(info.value)
+
+
+def test_names_are_remembered_per_rule_set() -> None:
+    """'moe_mobile' passes as a customer identifier, not as an event attribute; 'source' passes
+    in device attributes but is reserved for users."""
+    v = validator(frozenset({"moe_mobile"}))
+    v.validate(customer(attributes={"moe_mobile": "9198"}))
+    with pytest.raises(ValidationError, match="moe_"):
+        v.validate(event(attributes={"moe_mobile": "9198"}))
+    v.validate(device(source="x"))
+    with pytest.raises(ValidationError, match="reserved"):
+        v.validate(customer(attributes={"source": "x"}))
+
+
+def test_a_remembered_event_name_is_still_a_string_and_checked_once_per_rule() -> None:
+    v = validator()
+    v.validate(event(action="Purchase"))
+    v.validate(event(action="Purchase"))
+    for name, rule in [(" ", "action.empty"), ("moe_x", "action.moe_prefix"), (5, "field.type")]:
+        with pytest.raises(ValidationError) as info:
+            v.validate(event(action=name))
+        assert info.value.rule == rule
+
+
+def test_remembered_names_are_bounded() -> None:
+    v = validator()
+    for i in range(3 * elements._MAX_KNOWN):
+        v.validate(event(attributes={f"key_{i}": i}, action=f"name {i}"))
+    assert len(v._event_keys._known) <= elements._MAX_KNOWN
+    assert len(v._good_actions) <= elements._MAX_KNOWN
+
+
+# ----- the decoder's UTC form, read without a datetime ------------------------------------------
+
+
+def _slow_seconds(text: str) -> float | None:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-01-01T00:00:00Z",
+        "2026-01-01T00:00:59.999Z",
+        "2026-01-01T23:59:59.999999Z",
+        "2024-02-29T12:34:56.001Z",
+        "2023-02-29T12:34:56Z",  # no such day
+        "2026-13-01T00:00:00Z",
+        "2026-01-01T24:00:00Z",
+        "2026-01-01T00:60:00Z",
+        "2026-01-01T00:00:60Z",
+        "2026-01-01T00:00:6xZ",
+        "2026-01-01T00:00:0\u00b2Z",  # a digit, but not an ASCII one
+        "2026-01-01T00:00:00.12Z",
+        "2026-01-01T00:00:00,123Z",
+        "2026-01-01 00:00:00Z",
+        " 2026-01-01T00:00:0Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
+        "1969-12-31T23:59:59.999Z",
+        "2026-01-01T00:00:00+00:00",
+        "2026-01-01T00:00:00",
+    ],
+)
+def test_the_decoders_utc_form_reads_as_fromisoformat_does(text: str) -> None:
+    fast = elements._utc_seconds(text)
+    if fast is not None:
+        assert fast == _slow_seconds(text)
+        assert text.endswith("Z")
+    assert elements._utc_seconds(text) == fast  # again, from the cached minute
+
+
+def test_utc_form_matches_fromisoformat_on_many_times() -> None:
+    rng = random.Random(5)
+    for _ in range(3000):
+        us = rng.randrange(-62_135_596_800 * 10**6, 253_402_300_800 * 10**6)  # years 1..9999
+        moment = datetime(1970, 1, 1) + timedelta(microseconds=us)
+        spec = rng.choice(["seconds", "milliseconds", "microseconds"])
+        text = moment.isoformat(timespec=spec) + "Z"
+        assert elements._utc_seconds(text) == _slow_seconds(text), text
+
+
+def test_event_times_in_the_utc_form_keep_their_window() -> None:
+    v = ElementValidator(ValidationSettings(), clock=lambda: 1_767_225_600.0)  # 2026-01-01
+    ok = event(current_time="2026-01-02T00:00:00Z")  # exactly now + one day
+    assert v.validate(ok)["actions"][0]["current_time"] == "2026-01-02T00:00:00Z"
+    for text in ("2026-01-02T00:00:00.001Z", "1999-12-31T23:59:59.999Z"):
+        with pytest.raises(ValidationError) as info:
+            v.validate(event(current_time=text))
+        assert info.value.rule == "time.range"
+        assert "read as" not in str(info.value)
