@@ -313,7 +313,7 @@ class PipelineSettings(_Frozen):
 
 class ValidationSettings(_Frozen):
     customer_id_min_length: int = Field(
-        default=2, ge=1, description="seed 001: 'any string of more than one characters'"
+        default=2, ge=1, description="Data API overview: 'any string of more than one characters'"
     )
     extra_disallowed_customer_ids: list[str] = []
     allowed_reserved_attributes: list[str] = Field(

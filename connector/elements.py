@@ -84,26 +84,28 @@ _MAX_SHOWN: Final = 64
 # Every rule id a ValidationError can carry, with its message (prefixed "<type> element: ").
 _MESSAGES: Final = {
     "element.shape": "{where} must be {what}",
-    "element.type": "element type {value} is not one of customer, device, event (seed 000)",
+    "element.type": "element type {value} is not one of customer, device, event (Bulk Import API)",
     "field.type": "{where} {value} must be {what}",
     "customer_id.type": "customer_id must be a string, got {what}; map it to a string in the "
-    "transform (seed 001)",
-    "customer_id.length": "customer_id {value} is shorter than {what} characters (seed 001)",
-    "customer_id.disallowed": "customer_id {value} is a value MoEngage disallows (seed 001)",
+    "transform (Data API overview)",
+    "customer_id.length": "customer_id {value} is shorter than {what} characters "
+    "(Data API overview)",
+    "customer_id.disallowed": "customer_id {value} is a value MoEngage disallows "
+    "(Data API overview)",
     "customer_id.missing": "customer_id is missing; {what}",
     "attribute.key_type": "{where} key {value} is not a string",
-    "attribute.reserved": "{where} key {value} is reserved by MoEngage (seed {what}); rename "
+    "attribute.reserved": "{where} key {value} is reserved by MoEngage ({what}); rename "
     "it or list it in validation.allowed_reserved_attributes",
-    "attribute.moe_prefix": "{where} key {value} uses the system prefix 'moe_' (seed 002)",
+    "attribute.moe_prefix": "{where} key {value} uses the system prefix 'moe_' (Track User API)",
     "platform.unknown": "{where} {value} is not a known platform; expected one of {what} "
-    "(seed 001)",
-    "device.missing_field": "{where} is mandatory for devices (seed 001)",
-    "actions.empty": "actions must be a non-empty list (seed 001)",
-    "action.empty": "{where}.action (the event name) is empty (seed 000)",
-    "action.reserved": "{where}.action {value} is a reserved event name (seed 001)",
-    "action.moe_prefix": "{where}.action {value} uses the system prefix 'moe_' (seed 002)",
+    "(Data API overview)",
+    "device.missing_field": "{where} is mandatory for devices (Data API overview)",
+    "actions.empty": "actions must be a non-empty list (Data API overview)",
+    "action.empty": "{where}.action (the event name) is empty (Bulk Import API)",
+    "action.reserved": "{where}.action {value} is a reserved event name (Data API overview)",
+    "action.moe_prefix": "{where}.action {value} uses the system prefix 'moe_' (Track User API)",
     "user_timezone_offset.range": "{where}.user_timezone_offset {value} is outside "
-    "-54000..54000 seconds (seed 001)",
+    "-54000..54000 seconds (Data API overview)",
     "time.format": "{where} {value} is neither an epoch time (seconds, milliseconds or "
     "microseconds) nor ISO 8601 (Data API overview)",
     "time.range": "{where} {value} is {what}",
@@ -385,7 +387,7 @@ class ElementValidator:
         elif not attrs or all(attrs.get(k) in (None, "") for k in self.identifier_keys):
             ids = sorted(self.identifier_keys)
             hint = f"give customer_id or one of {ids} in attributes" if ids else "give customer_id"
-            raise _fail("customer_id.missing", "customer", what=f"{hint} (seed 000)")
+            raise _fail("customer_id.missing", "customer", what=f"{hint} (Bulk Import API)")
         if attrs:
             self._user_keys.check("attributes", attrs)
             if "platforms" in attrs:
@@ -399,13 +401,13 @@ class ElementValidator:
                     "customer",
                     "update_existing_only",
                     raw,
-                    "true or false (seed 002)",
+                    "true or false (Track User API)",
                 )
             el["update_existing_only"] = flag
 
     def _device(self, el: Element) -> None:
         if "customer_id" not in el:
-            raise _fail("customer_id.missing", "device", what="devices need it (seed 001)")
+            raise _fail("customer_id.missing", "device", what="devices need it (Data API overview)")
         self._customer_id("device", el["customer_id"])
         _check_device_id("device", el)
         attrs = el.get("attributes", {})
@@ -433,7 +435,7 @@ class ElementValidator:
         if "customer_id" in el:
             self._customer_id("event", el["customer_id"])
         elif not ids or all(v in (None, "") for v in ids.values()):
-            hint = "give customer_id or a non-empty user_identifiers object (seed 000)"
+            hint = "give customer_id or a non-empty user_identifiers object (Bulk Import API)"
             raise _fail("customer_id.missing", "event", what=hint)
         if el.get("device_id") is not None:
             _check_device_id("event", el)
@@ -589,7 +591,13 @@ def _check_keys(
     """Attribute names: strings, not reserved, and (unless ``moe_exempt`` is None) no ``moe_``."""
     if not reserved.isdisjoint(attrs):
         bad = next(k for k in attrs if k in reserved)
-        raise _fail("attribute.reserved", kind, where, bad, "002" if kind == "customer" else "001")
+        raise _fail(
+            "attribute.reserved",
+            kind,
+            where,
+            bad,
+            "Track User API" if kind == "customer" else "Data API overview",
+        )
     if moe_exempt is None:
         for k in attrs:
             if not isinstance(k, str):
@@ -664,7 +672,7 @@ def _action_fields(i: int, a: dict[str, Any]) -> None:
         n = _integral(offset) if type(offset) is not int else offset
         if n is None:
             key = f"actions[{i}].user_timezone_offset"
-            raise _fail("field.type", "event", key, offset, "whole seconds (seed 001)")
+            raise _fail("field.type", "event", key, offset, "whole seconds (Data API overview)")
         low, high = TIMEZONE_OFFSET_RANGE
         if not low <= n <= high:
             raise _fail("user_timezone_offset.range", "event", f"actions[{i}]", n)

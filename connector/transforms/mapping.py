@@ -283,7 +283,7 @@ class _DeviceBuilder(_Builder):
     def __init__(self, spec: ElementSpec, key_path: str) -> None:
         if spec.customer_id is None or spec.user_identifiers:
             problem = (
-                "a device element needs 'customer_id' (seed 001); identity resolution "
+                "a device element needs 'customer_id' (Data API overview); identity resolution "
                 "('user_identifiers') applies to customer and event elements only"
             )
             raise ConfigError([(key_path, problem)])

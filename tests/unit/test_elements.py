@@ -153,7 +153,7 @@ def test_disallowed_message_names_type_key_and_value() -> None:
     with pytest.raises(ValidationError) as info:
         validator().validate(customer(customer_id="null"))
     assert info.value.message == (
-        "customer element: customer_id 'null' is a value MoEngage disallows (seed 001)"
+        "customer element: customer_id 'null' is a value MoEngage disallows (Data API overview)"
     )
 
 
