@@ -25,6 +25,17 @@ from connector.errors import ConfigError, ConnectorError
 EPILOG = "Documentation: README.md (configuration reference, delivery guarantees, exit codes)."
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (0 or a negative count means nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="moengage-connector",
@@ -36,12 +47,14 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        help="run the connector until SIGTERM/SIGINT",
+        help="run the connector until SIGTERM, SIGINT or SIGHUP",
         description="Join the consumer group, deliver every record to MoEngage, commit offsets "
         "only after a 200. Credentials come from MOENGAGE_WORKSPACE_ID / MOENGAGE_API_KEY or "
         "their *_FILE variants. Exit codes: 0 clean stop, 2 configuration, 3 MoEngage refused "
-        "the credentials or account, 4 bad input under the 'fail' policy, 5 Schema Registry "
-        "unreachable, 6 Kafka fatal error, 1 anything else.",
+        "the credentials or account (or the endpoint redirected, or answers were not "
+        "MoEngage's), 4 bad input under the 'fail' policy, 5 Schema Registry "
+        "unreachable, 6 Kafka fatal error, 7 a dead-letter write failed, 1 anything else. A "
+        "second SIGTERM/SIGINT/SIGHUP ends the shutdown's grace period.",
         epilog=EPILOG,
     )
     run.add_argument("--config", required=True, help="path of the YAML configuration")
@@ -66,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     pre.add_argument("--config", required=True, help="path of the YAML configuration")
     pre.add_argument("--topic", required=True, help="one of the configuration's topics")
-    pre.add_argument("--limit", type=int, default=10, help="records to read (default 10)")
+    pre.add_argument("--limit", type=_positive_int, default=10, help="records to read (default 10)")
     pre.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for records (default 10)"
     )
@@ -83,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     ver.add_argument("--config", required=True, help="path of the YAML configuration")
-    ver.add_argument("--sample", type=int, default=50, help="customers to check (default 50)")
+    ver.add_argument(
+        "--sample", type=_positive_int, default=50, help="customers to check (default 50)"
+    )
     ver.add_argument(
         "--log", default=None, metavar="FILE", help="default: observability.delivered_log_path"
     )
@@ -101,9 +116,13 @@ def _parser() -> argparse.ArgumentParser:
         "limits, and fault injection. Prints 'sandbox listening on http://HOST:PORT'.",
         epilog=EPILOG,
     )
-    sb.add_argument("--host", default="127.0.0.1")
+    sb.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sb.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    sb.add_argument("--workspace-id", default="DEMO_WORKSPACE")
+    sb.add_argument(
+        "--workspace-id",
+        default="DEMO_WORKSPACE",
+        help="the workspace id requests must carry (default DEMO_WORKSPACE)",
+    )
     sb.add_argument(
         "--api-key", default=None, help="expected API key (default: $MOENGAGE_API_KEY or demo key)"
     )
@@ -112,14 +131,18 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--window-seconds", type=float, default=60.0, help="rate-limit window")
     sb.add_argument("--no-retry-after", action="store_true", help="omit Retry-After on 429")
     sb.add_argument("--fail-rate", type=float, default=0.0, help="share of requests failing")
-    sb.add_argument("--fail-status", type=int, default=503)
+    sb.add_argument(
+        "--fail-status", type=int, default=503, help="status of injected failures (default 503)"
+    )
     sb.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
     sb.add_argument(
         "--outage", default=None, metavar="START:DURATION", help="seconds after start, length"
     )
     sb.add_argument("--record", default=None, metavar="FILE", help="append accepted requests")
     sb.add_argument("--suspended", action="store_true", help="answer 403 Account Suspended")
-    sb.add_argument("--seed", type=int, default=None)
+    sb.add_argument(
+        "--seed", type=int, default=None, help="seed of the injected failures' randomness"
+    )
     return p
 
 

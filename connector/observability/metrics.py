@@ -218,7 +218,9 @@ class Metrics:
         self._offsets: dict[PartitionKey, Gauge] = {}
         self._bad: dict[tuple[str, str, str], Counter] = {}
         self._dlq: dict[tuple[str, str], Counter] = {}
-        self._buckets = {b: self._tokens.labels(bucket=b) for b in ("users", "events")}
+        # Made at the first report: an unlimited bucket has no series (not a 0 an alert reads
+        # as "budget exhausted").
+        self._buckets: dict[str, Gauge] = {}
         self._merged = {k: self._coalesced.labels(kind=k) for k in ("events", "updates")}
         self._merged_seen = {"events": 0, "updates": 0}
 
@@ -347,10 +349,13 @@ class Metrics:
 
     def tokens(self, users: float | None, events: float | None) -> None:
         """Budget left in the window, per bucket; an unlimited one (None) is not reported."""
-        if users is not None:
-            self._buckets["users"].set(users)
-        if events is not None:
-            self._buckets["events"].set(events)
+        for bucket, left in (("users", users), ("events", events)):
+            if left is None:
+                continue
+            child = self._buckets.get(bucket)
+            if child is None:
+                child = self._buckets[bucket] = self._tokens.labels(bucket=bucket)
+            child.set(left)
 
     def budget_shape(self, share: float, factor: float) -> None:
         """The group share and the adaptive factor that scale the configured budget."""

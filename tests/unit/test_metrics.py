@@ -163,9 +163,12 @@ def test_in_flight_gauge(m: Metrics) -> None:
 
 
 def test_unlimited_token_bucket_is_not_reported(m: Metrics) -> None:
+    """No series at all for an unlimited bucket: a 0 would read as "budget exhausted" to an
+    alert (it did, with limits set to null)."""
+    assert value(m, "ratelimit_available", bucket="users") is None  # nothing reported yet
     m.tokens(users=12.5, events=None)
     assert value(m, "ratelimit_available", bucket="users") == 12.5
-    assert value(m, "ratelimit_available", bucket="events") == 0
+    assert value(m, "ratelimit_available", bucket="events") is None
 
 
 def test_budget_share_and_adaptive_factor(m: Metrics) -> None:
