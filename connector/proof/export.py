@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from connector.errors import ConnectorError, FatalApiError
 from connector.ratelimit import TokenBucket
-from connector.sink.client import FATAL_HINTS, parse_retry_after
+from connector.sink.client import FATAL_HINTS, parse_retry_after, redirect_answer
 from connector.sink.delivery import RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -156,10 +156,19 @@ class _Request:
                 params=self._params,
                 headers=self._headers,
                 timeout=self._timeout,
+                allow_redirects=False,  # a redirected POST reaches something else, without body
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
+                if 300 <= status < 400:
+                    redirect = redirect_answer(status, resp.headers.get("Location"), self.url)
+                    raise FatalApiError(
+                        status,
+                        redirect.error_type or "redirect",
+                        redirect.message or "redirected",
+                        redirect.hint or "",
+                    )
         except TimeoutError:
             return _Answer(0, None, "no answer within the request timeout")
         except aiohttp.ClientError as e:

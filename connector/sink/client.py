@@ -172,7 +172,7 @@ def classify(
             return Answer(status, Verdict.ACCEPTED)
         return unexpected("not MoEngage's success answer")
     if 300 <= status < 400:
-        return _redirect(status, headers.get("Location"), url)
+        return redirect_answer(status, headers.get("Location"), url)
     if status == 429:
         verdict = Verdict.THROTTLED
     elif status >= 500 or status == 408:
@@ -195,7 +195,8 @@ def classify(
     return Answer(status, verdict, etype, msg, rid, retry_after)
 
 
-def _redirect(status: int, location: str | None, url: str) -> Answer:
+def redirect_answer(status: int, location: str | None, url: str) -> Answer:
+    """A 3xx: fatal, naming where it pointed (with the https hint when it is the same host)."""
     if not location:
         return Answer(status, Verdict.FATAL, "redirect", "redirected without a Location", None)
     target = urljoin(url, location) if url else location

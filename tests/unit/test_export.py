@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
@@ -212,3 +213,33 @@ async def test_suspended_account_is_fatal(sandbox: Start) -> None:
     with pytest.raises(FatalApiError) as raised:
         await sb.export(["u1"])
     assert (raised.value.status, raised.value.error_type) == (403, "Account Suspended")
+
+
+async def test_a_redirect_is_fatal_naming_where_it_points_and_is_not_followed() -> None:
+    """verify must not follow a redirect either: the POST would arrive as a body-less GET at
+    whatever the Location names (a landing page answering 200)."""
+    landed: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPMovedPermanently(location="/landing")
+
+    async def landing(request: web.Request) -> web.Response:
+        landed.append(request.method)
+        return web.Response(text="<html>welcome</html>")
+
+    app = web.Application()
+    app.router.add_post("/v1/customers/export", moved)
+    app.router.add_route("*", "/landing", landing)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(FatalApiError) as raised:
+                await export_users(
+                    session, str(server.make_url("")).rstrip("/"), WS, SecretStr(KEY), ["u1"]
+                )
+    finally:
+        await server.close()
+    assert landed == []
+    assert raised.value.status == 301
+    assert "/landing" in str(raised.value)
