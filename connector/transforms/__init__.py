@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Protocol
 
 from connector.config import TransformSpec
 from connector.elements import Element
-from connector.errors import BadRecordError, TransformError
+from connector.errors import BadRecordError, TransformError, unexpected
 from connector.transforms.mapping import MappingTransform
 from connector.transforms.registry import resolve
 
@@ -27,8 +27,6 @@ __all__ = [
     "identifier_keys",
     "load_transform",
 ]
-
-_MAX_ERROR_TEXT = 200  # user exception text can quote record contents: keep it short
 
 
 class Record(NamedTuple):
@@ -90,12 +88,7 @@ class CompiledTransform:
         except BadRecordError:
             raise
         except Exception as e:
-            text = str(e)
-            if len(text) > _MAX_ERROR_TEXT:
-                text = text[: _MAX_ERROR_TEXT - 3] + "..."
-            raise TransformError(
-                f"transform {self.name} raised {type(e).__name__}: {text}", rule="transform.raised"
-            ) from e
+            raise self._raised(e) from e
         for i, item in enumerate(items):
             if not isinstance(item, dict) or not isinstance(item.get("type"), str):
                 what = "a dict without a string 'type'" if isinstance(item, dict) else None
@@ -106,6 +99,11 @@ class CompiledTransform:
                     rule="transform.output",
                 )
         return items
+
+    def _raised(self, e: Exception) -> BadRecordError:
+        """What user code (or a mapping) raised, as bad input: the exception's class and the
+        start of its text (it can quote record contents)."""
+        return unexpected(TransformError, "transform.raised", f"transform {self.name}", e)
 
     def __repr__(self) -> str:
         return f"CompiledTransform({self.name!r})"
@@ -124,12 +122,7 @@ class MappingCompiled(CompiledTransform):
         except BadRecordError:
             raise
         except Exception as e:
-            text = str(e)
-            if len(text) > _MAX_ERROR_TEXT:
-                text = text[: _MAX_ERROR_TEXT - 3] + "..."
-            raise TransformError(
-                f"transform {self.name} raised {type(e).__name__}: {text}", rule="transform.raised"
-            ) from e
+            raise self._raised(e) from e
         return out
 
 

@@ -177,13 +177,7 @@ class _Builder:
         cid = None
         slot = self._customer_id
         if slot is not None:
-            name, default, getter = slot
-            if getter is None:
-                cid = get(name)  # type: ignore[arg-type]
-                if cid is None:
-                    cid = default
-            else:
-                cid = getter(record)
+            cid = _read(slot, record, get)
             if type(cid) is int:  # IDs are strings in MoEngage: ints (not bools) are converted
                 cid = str(cid)
         ids = None
@@ -316,7 +310,7 @@ class _EventBuilder(_Builder):
         self._action = compile_slot(spec.action, f"{key_path}.action")
         self._action_path = spec.action.field
         self._optional = tuple(
-            (name, *compile_slot(vs, f"{key_path}.{name}"))
+            (name, compile_slot(vs, f"{key_path}.{name}"))
             for name in _ACTION_FIELDS
             if (vs := getattr(spec, name)) is not None
         )
@@ -334,26 +328,15 @@ class _EventBuilder(_Builder):
             device_id = _read(self._device_id, record, get)
             if device_id is not None:
                 element["device_id"] = _as_id(device_id)
-        field, default, getter = self._action
-        if getter is None:
-            name = get(field)  # type: ignore[arg-type]
-            if name is None:
-                name = default
-        else:
-            name = getter(record)
+        name = _read(self._action, record, get)
         if name is None:
             raise TransformError(
                 f"event mapping: action field {self._action_path!r} is missing or null",
                 rule="mapping.missing_field",
             )
         action: dict[str, Any] = {"action": name, "attributes": self._attributes(value)}
-        for key, field, default, getter in self._optional:
-            if getter is None:
-                found = get(field)  # type: ignore[arg-type]
-                if found is None:
-                    found = default
-            else:
-                found = getter(record)
+        for key, slot in self._optional:
+            found = _read(slot, record, get)
             if found is not None:
                 action[key] = found
         element["actions"] = [action]

@@ -600,18 +600,26 @@ async def test_stopping_ends_a_backoff_at_once_and_acknowledges_nothing() -> Non
         await h.delivery.stop()
 
 
+class HeldClient(ScriptedClient):
+    """Says when a request was posted, and answers it with ``answer`` once released."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__([])
+        self.answer = answer
+        self.release = asyncio.Event()
+        self.posted = asyncio.Event()
+
+    async def post(self, body: bytes) -> Answer:
+        self.bodies.append(body)
+        self.posted.set()
+        await self.release.wait()
+        return self.answer
+
+
 async def test_stopping_lets_a_request_in_flight_finish_and_acknowledge() -> None:
-    release = asyncio.Event()
-    posted = asyncio.Event()
-
-    class InFlight(ScriptedClient):
-        async def post(self, body: bytes) -> Answer:
-            self.bodies.append(body)
-            posted.set()
-            await release.wait()
-            return OK
-
-    h = Harness(InFlight([]))
+    client = HeldClient(OK)
+    release, posted = client.release, client.posted
+    h = Harness(client)
     h.add(0, "user0")
     h.delivery.flush_all()
     h.delivery.start()
@@ -629,17 +637,9 @@ async def test_stopping_lets_a_request_in_flight_finish_and_acknowledge() -> Non
 
 
 async def test_a_lane_answered_with_a_retry_after_stopping_does_not_wait() -> None:
-    release = asyncio.Event()
-    posted = asyncio.Event()
-
-    class FailsLate(ScriptedClient):
-        async def post(self, body: bytes) -> Answer:
-            self.bodies.append(body)
-            posted.set()
-            await release.wait()
-            return Answer(503, Verdict.RETRY)
-
-    h = Harness(FailsLate([]))
+    client = HeldClient(Answer(503, Verdict.RETRY))
+    release, posted = client.release, client.posted
+    h = Harness(client)
     h.delivery._sleep = Stalled()
     h.add(0, "user0")
     h.delivery.flush_all()
