@@ -183,3 +183,8 @@ def field_names(node: Any) -> list[str]:
 
 def is_array(nodes: Iterable[Any]) -> bool:
     return any(kind_of(n) == "array" for n in nodes)
+
+
+def read_as_text(node: Any) -> bool:
+    """An int or long whose logical type (a date, time or timestamp) the decoder turns into text."""
+    return kind_of(node) in ("int", "long") and logical_of(node) in _DATE_TIME

@@ -33,6 +33,7 @@ from connector.transforms.avrotypes import (
     field_names,
     is_array,
     kind_of,
+    read_as_text,
     satisfies,
 )
 from connector.transforms.pathuse import PathUse, Want
@@ -229,7 +230,7 @@ def _check_one(
     if found and not any(satisfies(n, want) for n in found):
         shown = f"{base}.{path}" if base else path
         have = describe(found)
-        if want == "number" and any(satisfies(n, "timestamp") for n in found):
+        if want == "number" and any(read_as_text(n) for n in found):
             have += ", which the connector reads as ISO 8601 text"
         return Problem(
             where, f"'{shown}' is {have}, but {_role(where)} needs {_WANTED[want]}", path
