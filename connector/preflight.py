@@ -25,14 +25,19 @@ def check_schemas(
     settings: Settings, indexes: Iterable[int] | None = None, *, schemas: TopicSchemas | None = None
 ) -> Preflight:
     """Every problem of the topics at ``indexes`` (default: all), in topic order."""
-    source = schemas if schemas is not None else TopicSchemas(settings)
+    if schemas is None:
+        schemas = TopicSchemas(settings)
+        try:
+            return check_schemas(settings, indexes, schemas=schemas)
+        finally:
+            schemas.close()
     result = Preflight()
     noted: dict[str, list[str]] = {}  # one line per reason, naming every topic it applies to
     for i in range(len(settings.topics)) if indexes is None else indexes:
         topic = settings.topics[i]
         if topic.transform.mapping is None:
             continue  # code reads what it likes: nothing to check, nothing to fetch
-        found = source.get(i)
+        found = schemas.get(i)
         if found.note is not None:
             noted.setdefault(found.note, []).append(f"topics[{i}] ({topic.name})")
         result.problems.extend(check_topic(topic, i, found.schema))

@@ -47,6 +47,7 @@ class TopicSchemas:
     ) -> None:
         self._settings = settings
         self._client = client
+        self._own_client = client is None
         self._timeout = timeout
         self._unreachable: str | None = None
         registry = settings.schema_registry
@@ -120,6 +121,12 @@ class TopicSchemas:
             except (ValueError, TypeError):
                 return None  # the record processor reports the registry settings
         return self._client
+
+    def close(self) -> None:
+        """Close the registry client's connections, when this object made the client."""
+        if self._client is not None and self._own_client:
+            self._client.close()
+        self._client = None
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:
