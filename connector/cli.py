@@ -79,10 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         "topic's decoder, transform and validation, and print each record's elements as JSON "
         "lines (one record per line: pipe into jq), or the error that would stop or "
         "dead-letter it. The topic's mapping is checked against its schema first, as "
-        "'validate' does (problems and notes on stderr). Exit codes: 0 every record "
-        "previewed was processed and the mapping has no problem, 1 a record failed (it would "
-        "stop the connector or be dead-lettered), the mapping has a problem, or the topic is "
-        "not on the broker, 2 configuration error: a gate for a deployment.",
+        "'validate' does (problems and notes on stderr). Exit codes, usable as a deployment "
+        "gate: 0 every record previewed was processed and the mapping has no problem, 1 a "
+        "record failed (it would stop the connector, or be skipped or dead-lettered), the "
+        "mapping has a problem, or the topic is not on the broker, 2 the configuration is "
+        "invalid or does not name the topic.",
         epilog=EPILOG,
     )
     pre.add_argument("--config", required=True, help="path of the YAML configuration")

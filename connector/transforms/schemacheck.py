@@ -95,6 +95,16 @@ def parse_path(path: str) -> list[tuple[str, tuple[int, ...]]] | None:
     return out
 
 
+def _closest(name: str, valid: list[str]) -> tuple[str, ...]:
+    """The valid names that resemble ``name`` (difflib, ratio 0.6 or more), best first, and only
+    those about as close as the best: 'event_time' for 'event_tme', not 'event_name' too."""
+    found = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+    if not found:
+        return ()
+    scores = [difflib.SequenceMatcher(None, name, f).ratio() for f in found]
+    return tuple(f for f, score in zip(found, scores, strict=True) if score >= scores[0] - 0.08)
+
+
 def _const_hint(path: str) -> str:
     return f"for a fixed value write {{const: {json.dumps(path)}}}"
 
@@ -137,7 +147,7 @@ def _resolve(
                 )
                 hint = f"; to read an item write '{done}[0].{name}'" if is_array(current) else ""
                 return _Miss(here, name, f"{at}, with no field '{name}'{hint}")
-            closest = tuple(difflib.get_close_matches(name, valid, n=3, cutoff=0.6))
+            closest = _closest(name, valid)
             level = f"in '{done}'" if done else "at the top level of the record"
             if closest:
                 fix = "did you mean " + " or ".join(f"'{c}'" for c in closest) + "?"

@@ -403,3 +403,9 @@ def test_attribute_keys_without_from_are_top_level_names() -> None:
     schema = {"type": "record", "name": "U", "fields": fields}
     (problem,) = check_paths(schema, path_uses(spec, "m"))
     assert (problem.where, problem.closest) == ("m.attributes.include[0]", ("email",))
+
+
+def test_only_the_names_about_as_close_as_the_best_are_offered() -> None:
+    event = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "event.avsc").read_text())
+    assert one(event, use("event_tme")).closest == ("event_time",)
+    assert one(event, use("evnt")).closest == ("event_id",)
