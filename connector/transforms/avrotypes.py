@@ -69,9 +69,9 @@ class Names:
                     self._add(full, t)
                 if isinstance(kind, (dict, list)):
                     stack.append((kind, ns))
-                for field in t.get("fields") or () if kind in ("record", "error") else ():
-                    if isinstance(field, dict):
-                        stack.append((field.get("type"), ns))
+                if kind in ("record", "error"):
+                    fields = t.get("fields") or ()
+                    stack.extend((f.get("type"), ns) for f in fields if isinstance(f, dict))
                 for key in ("items", "values"):
                     if key in t:
                         stack.append((t[key], ns))

@@ -51,6 +51,7 @@ PSEUDO_FIELDS: dict[str, tuple[str, frozenset[str]]] = {
 }
 _SEGMENT = re.compile(r"([^\s.\[\]$][^\s.\[\]]*)((?:\[\d+\])*)")
 _INDEX = re.compile(r"\[(\d+)\]")
+_ELEMENT = re.compile(r"^.*?mapping\[\d+\]")  # the mapping element a key path is in
 _WANTED = {
     "number": "a number (int, long, float, double or decimal)",
     "string": "a string (or an enum)",
@@ -134,7 +135,7 @@ def _resolve(
             elif kind in ("record", "error"):
                 fields = field_names(node)
                 valid.extend(f for f in fields if f not in valid)
-                for field in node["fields"]:
+                for field in node.get("fields") or ():
                     if isinstance(field, dict) and field.get("name") == name:
                         found.extend(branches(field.get("type"), names))
         here = f"{done}.{name}" if done else name
@@ -176,13 +177,13 @@ def _resolve(
 def check_paths(schema: Any | None, uses: Iterable[PathUse]) -> list[Problem]:
     """Every problem of ``uses`` against ``schema`` (``None``: the form of each path only).
 
-    A name that failed once is reported once: uses below the same bad prefix (the ``include``
-    keys under a misspelled ``from``) are not reported again.
+    A use that names a bad source itself (``from: custmer``) is reported; the uses of the same
+    mapping element below it (the ``include`` keys under that ``from``) are not reported again.
     """
     names = Names(schema) if schema is not None else None
     root = branches(schema, names) if names is not None else []
     problems: list[Problem] = []
-    failed: set[str] = set()
+    failed: set[tuple[str, str]] = set()  # (mapping element, path) of bad sources
     for use in uses:
         problem = _check_one(use, root, names, failed)
         if problem is not None and problem not in problems:
@@ -191,7 +192,7 @@ def check_paths(schema: Any | None, uses: Iterable[PathUse]) -> list[Problem]:
 
 
 def _check_one(
-    use: PathUse, root: list[Any], names: Names | None, failed: set[str]
+    use: PathUse, root: list[Any], names: Names | None, failed: set[tuple[str, str]]
 ) -> Problem | None:
     where, path, want = use.where, use.path, use.want
     if path in PSEUDO_FIELDS:  # of the record itself, wherever it is used
@@ -253,12 +254,15 @@ def _role(where: str) -> str:
     return re.sub(r"\[\d+\]$", "", where.rsplit(".", 1)[-1])
 
 
-def _miss_problem(use: PathUse, miss: _Miss, failed: set[str]) -> Problem | None:
+def _miss_problem(use: PathUse, miss: _Miss, failed: set[tuple[str, str]]) -> Problem | None:
     """The problem for a path that does not resolve; a word where a value was meant (one
     segment, a value wanted) may have been meant as text, so the hint says how to write that."""
-    if miss.prefix in failed:
-        return None
-    failed.add(miss.prefix)
+    element = _ELEMENT.match(use.where)
+    key = (element.group(0) if element else "", miss.prefix)
+    if key in failed:
+        return None  # below a bad source of the same element, reported at the source
+    if use.item_of is None and use.path == miss.prefix:
+        failed.add(key)
     message = miss.message
     if (
         use.item_of is None

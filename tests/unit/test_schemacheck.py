@@ -409,3 +409,18 @@ def test_only_the_names_about_as_close_as_the_best_are_offered() -> None:
     event = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "event.avsc").read_text())
     assert one(event, use("event_tme")).closest == ("event_time",)
     assert one(event, use("evnt")).closest == ("event_id",)
+
+
+def test_the_same_mistake_in_another_element_or_key_is_reported_there_too() -> None:
+    uses = [
+        use("custmer", "object", where="topics[0].transform.mapping[0].attributes.from"),
+        use("custmer.id", "scalar", where="topics[0].transform.mapping[1].customer_id"),
+        use("custmer.email", where="topics[0].transform.mapping[1].attributes.include[0]"),
+        use("custmer.id", "scalar", where="topics[0].transform.mapping[0].customer_id"),
+    ]
+    problems = check_paths(ORDERS, uses)
+    assert [p.where for p in problems] == [
+        "topics[0].transform.mapping[0].attributes.from",
+        "topics[0].transform.mapping[1].customer_id",
+        "topics[0].transform.mapping[1].attributes.include[0]",
+    ]
