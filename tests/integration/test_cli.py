@@ -46,7 +46,8 @@ def test_validate_accepts_the_shipped_demo_configuration() -> None:
 
 
 # What a deployment sets: the variables the production example and the Kubernetes manifests read
-# (HOSTNAME is set in every Pod). Placeholders only: validate checks shapes, it connects nowhere.
+# (HOSTNAME is set in every Pod). Placeholders only: validate connects to no broker, and a registry
+# out of reach is a note (its topics are checked for the form of their paths only).
 DEPLOYMENT_ENV = {
     "KAFKA_BOOTSTRAP": "kafka-0.kafka:9093",
     "KAFKA_USERNAME": "connector",
