@@ -38,7 +38,7 @@ from connector.transforms.avrotypes import (
 )
 from connector.transforms.pathuse import PathUse, Want
 
-__all__ = ["Problem", "check_paths", "check_topic", "path_uses"]
+__all__ = ["PSEUDO_FIELDS", "Problem", "check_paths", "check_topic", "parse_path", "path_uses"]
 
 # The record's own fields: what each gives, and what it serves as.
 PSEUDO_FIELDS: dict[str, tuple[str, frozenset[str]]] = {
