@@ -1,3 +1,4 @@
+# connector/transforms/pathuse.py
 """What a mapping reads from a record: one entry per path, for checking it against a schema."""
 
 from __future__ import annotations
