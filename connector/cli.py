@@ -63,7 +63,11 @@ def _parser() -> argparse.ArgumentParser:
         "validate",
         help="check a configuration, its schemas and transforms",
         description="Load the configuration, every schema file and every transform it names, "
-        "and print each problem with the key path that causes it. Exit 1 on any problem.",
+        "check every field path a mapping reads against the topic's schema (the local .avsc "
+        "for format 'avro', the latest schema of the subject '<topic>-value' in the Schema "
+        "Registry for 'confluent'), and print each problem with the key path that causes it. "
+        "What cannot be checked (a JSON topic, a registry out of reach) is a note. "
+        "Exit codes: 0 no problem, 1 any problem.",
         epilog=EPILOG,
     )
     val.add_argument("--config", required=True, help="path of the YAML configuration")
@@ -74,7 +78,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Read records from the start of a topic (no group join, no commit), run the "
         "topic's decoder, transform and validation, and print each record's elements as JSON "
         "lines (one record per line: pipe into jq), or the error that would stop or "
-        "dead-letter it.",
+        "dead-letter it. The topic's mapping is checked against its schema first, as "
+        "'validate' does (problems and notes on stderr). Exit codes, usable as a deployment "
+        "gate: 0 every record previewed was processed and the mapping has no problem, 1 a "
+        "record failed (it would stop the connector, or be skipped or dead-lettered), the "
+        "mapping has a problem, or the topic is not on the broker, 2 the configuration is "
+        "invalid or does not name the topic.",
         epilog=EPILOG,
     )
     pre.add_argument("--config", required=True, help="path of the YAML configuration")
@@ -209,6 +218,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from connector.preflight import check_schemas  # noqa: PLC0415
     from connector.processing import RecordProcessor  # noqa: PLC0415
     from connector.source.clientconfig import kafka_config_problems  # noqa: PLC0415
 
@@ -226,6 +236,11 @@ def _validate(args: argparse.Namespace) -> int:
         log_level(settings)
     except ConfigError as e:
         problems.extend(e.problems)
+    preflight = check_schemas(settings)
+    known = {path for path, _ in problems}  # a path the transform refused already is named once
+    problems.extend(p.as_pair() for p in preflight.problems if p.where not in known)
+    for note in preflight.notes:
+        print(f"note: {note}")
     if problems:
         _print_problems(ConfigError(problems))
         return 1
@@ -246,16 +261,22 @@ def _print_problems(e: ConfigError) -> None:
 def _preview(args: argparse.Namespace) -> int:
     from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415
 
+    from connector.preflight import check_schemas  # noqa: PLC0415
     from connector.processing import RecordProcessor  # noqa: PLC0415
 
     settings = load_settings(args.config)
-    try:
-        settings.topic(args.topic)
-    except KeyError:
+    index = next((i for i, t in enumerate(settings.topics) if t.name == args.topic), None)
+    if index is None:
         names = ", ".join(t.name for t in settings.topics)
         print(f"error: topic {args.topic!r} is not in the configuration (have: {names})")
         return 2
     processor = RecordProcessor(settings)  # the same record processor as 'run'
+    preflight = check_schemas(settings, [index])
+    for note in preflight.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for problem in preflight.problems:
+        print(f"error: {problem.where}: {problem.message}", file=sys.stderr)
+    failed = 0
     conf: dict[str, Any] = {
         **settings.librdkafka_config(),
         "group.id": f"moengage-connector-preview-{uuid.uuid4().hex[:8]}",
@@ -283,11 +304,12 @@ def _preview(args: argparse.Namespace) -> int:
                 out["cost"] = [vars_cost(cost) for _, cost, _, _ in prepared]
             except ConnectorError as e:  # bad input (located), or the registry out of reach
                 out["error"] = str(e)
+                failed += 1
             print(orjson.dumps(out).decode())
-        print(f"# {seen} record(s) previewed from {args.topic}; nothing committed")
+        print(f"# {seen} record(s) previewed from {args.topic}, {failed} failed; nothing committed")
     finally:
         consumer.close()
-    return 0
+    return 1 if failed or preflight.problems else 0
 
 
 def vars_cost(cost: Any) -> dict[str, int]:

@@ -46,7 +46,8 @@ def test_validate_accepts_the_shipped_demo_configuration() -> None:
 
 
 # What a deployment sets: the variables the production example and the Kubernetes manifests read
-# (HOSTNAME is set in every Pod). Placeholders only: validate checks shapes, it connects nowhere.
+# (HOSTNAME is set in every Pod). Placeholders only: validate connects to no broker, and a registry
+# out of reach is a note (its topics are checked for the form of their paths only).
 DEPLOYMENT_ENV = {
     "KAFKA_BOOTSTRAP": "kafka-0.kafka:9093",
     "KAFKA_USERNAME": "connector",
@@ -176,44 +177,43 @@ def test_validate_lists_problems_of_every_topic_at_once(tmp_path: Path) -> None:
     assert "error: topics[1].transform.function:" in out
 
 
-def test_preview_prints_elements_for_a_real_topic_without_committing(
+def test_preview_prints_elements_for_a_real_topic_without_committing_and_gates_on_failures(
     broker: LocalBroker, names: Callable[[str], str], tmp_path: Path
 ) -> None:
+    """Exit 1 when a previewed record fails or the mapping has a problem, 0 when all is well."""
     topic = fresh_topic(broker, names("preview"), 2)
+    clean = fresh_topic(broker, names("preview-clean"), 1)
     _, schema = load_schema("event")
     rows = list(events(6, 3))
+    produce(broker.bootstrap, clean, [(e["user_id"].encode(), encode_raw(schema, e)) for e in rows])
     rows[4]["event_name"] = ""  # an empty action name: preview shows the error, not a crash
     # An element that can never fit a request (as 'run' finds it: preview uses its processor).
     rows[2]["properties"] = {f"k{i}": "x" * 200 for i in range(600)}
     produce(broker.bootstrap, topic, [(e["user_id"].encode(), encode_raw(schema, e)) for e in rows])
     group = names("group")
-    cfg = base_config(
-        broker,
-        "http://127.0.0.1:9",
-        group,
-        [
-            {
-                "name": topic,
-                "format": "avro",
-                "schema": str(ROOT / "schemas" / "event.avsc"),
-                "transform": {
-                    "mapping": {
-                        "type": "event",
-                        "customer_id": "user_id",
-                        "action": "event_name",
-                        "current_time": "event_time",
-                        "attributes": {"from": "properties"},
-                    }
-                },
-            },
-        ],
-    )
+    mapping = {
+        "type": "event",
+        "customer_id": "user_id",
+        "action": "event_name",
+        "current_time": "event_time",
+        "attributes": {"from": "properties"},
+    }
+    event_avsc = str(ROOT / "schemas" / "event.avsc")
+    topics = [
+        {"name": t, "format": "avro", "schema": event_avsc, "transform": {"mapping": m}}
+        for t, m in [
+            (topic, mapping),
+            (clean, mapping),
+            (names("misspelled"), {**mapping, "current_time": "event_tme"}),
+        ]
+    ]
+    cfg = base_config(broker, "http://127.0.0.1:9", group, topics)
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(cfg))
     result = cli(
         "preview", "--config", str(path), "--topic", topic, "--limit", "6", "--timeout", "5"
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # two records would fail: the gate is shut
     docs = [orjson.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(docs) == 6
     ok = [d for d in docs if "elements" in d]
@@ -227,8 +227,20 @@ def test_preview_prints_elements_for_a_real_topic_without_committing(
     assert all("users" in c and "events" in c for d in ok for c in d["cost"])
     assert all(d["elements"][0]["type"] == "event" for d in ok)
     assert {d["elements"][0]["customer_id"] for d in ok} <= {e["user_id"] for e in rows}
-    assert "nothing committed" in result.stdout
+    assert f"# 6 record(s) previewed from {topic}, 2 failed; nothing committed" in result.stdout
     assert all(off < 0 for off in committed_offsets(broker.bootstrap, group, topic).values())
+
+    result = cli("preview", "--config", str(path), "--topic", clean, "--limit", "3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"# 3 record(s) previewed from {clean}, 0 failed; nothing committed" in result.stdout
+
+    # The mapping is checked against the schema first; the topic need not even exist.
+    result = cli("preview", "--config", str(path), "--topic", topics[2]["name"], "--timeout", "2")
+    assert result.returncode == 1
+    assert (
+        "error: topics[2].transform.mapping[0].current_time: no field 'event_tme' at the top "
+        "level of the record; did you mean 'event_time'?"
+    ) in result.stderr
 
 
 # ----- configuration problems found before anything connects --------------------------------------
