@@ -188,6 +188,10 @@ def run_dev(args: argparse.Namespace) -> int:
         while not signals.stop.wait(0.5):
             for what, proc in (("broker", broker.proc), ("sandbox", sandbox.proc)):
                 if proc is not None and proc.poll() is not None:
+                    # Ctrl-C reaches the whole foreground process group: the sandbox may stop
+                    # on it a moment before this process's own handler has run.
+                    if signals.stop.wait(1.0):
+                        break
                     print(
                         f"error: the {what} exited ({proc.returncode}); see {workdir}",
                         file=sys.stderr,

@@ -31,7 +31,9 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-@pytest.mark.parametrize("command", ["run", "validate", "preview", "sandbox"])
+@pytest.mark.parametrize(
+    "command", ["run", "validate", "preview", "sandbox", "verify", "dev", "produce"]
+)
 def test_every_command_has_its_own_help(command: str) -> None:
     result = cli(command, "--help")
     assert result.returncode == 0

@@ -91,6 +91,7 @@ def test_dev_produce_validate_preview_run_verify_then_ctrl_c_leaves_nothing(
         [sys.executable, "-m", "connector", "dev", "--topic", "shop.members:2",
          "--config-out", "dev.yaml", "--workdir", str(tmp_path / "devfiles")],
         cwd=project, stdout=subprocess.PIPE, stderr=dev_log, text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
         preexec_fn=die_with_parent,  # noqa: PLW1509 - a failed test leaves no dev behind
     )  # fmt: skip
     try:
@@ -165,8 +166,9 @@ def test_dev_produce_validate_preview_run_verify_then_ctrl_c_leaves_nothing(
         assert result.returncode == 0, result.stdout + result.stderr
         assert re.search(r"found\s+5", result.stdout)
     finally:
-        # Ctrl-C: dev stops the sandbox, the registry and the broker, and exits 0.
-        dev.send_signal(signal.SIGINT)
+        # Ctrl-C: the terminal sends SIGINT to the foreground process group (dev and the
+        # sandbox; the broker has a session of its own). dev stops all three and exits 0.
+        os.killpg(dev.pid, signal.SIGINT)
         code = dev.wait(60)
         dev_log.close()
         if dev.stdout is not None:
@@ -174,3 +176,30 @@ def test_dev_produce_validate_preview_run_verify_then_ctrl_c_leaves_nothing(
     assert code == 0, (tmp_path / "dev.stderr").read_text()
     assert gone(broker_pid)
     assert gone(sandbox_pid)
+
+
+def test_dev_stops_on_sigterm_and_removes_its_temporary_directory(tmp_path: Path) -> None:
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "connector", "dev"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509
+    )  # fmt: skip
+    assert dev.stdout is not None
+    printed = []
+    while not printed or not printed[-1].startswith("Ready."):
+        line = dev.stdout.readline()
+        assert line, "dev exited before it was ready: " + "".join(printed)
+        printed.append(line)
+    text = "".join(printed)
+    workdir = Path(re.search(r"files in (\S+)\)", text)[1])  # type: ignore[index]
+    assert (workdir / "sandbox-api-key").is_file()
+    assert "none (--topic NAME[:PARTITIONS] creates them)" in text
+    pids = children(dev.pid)
+    assert len(pids) == 2  # the broker and the sandbox
+    dev.send_signal(signal.SIGTERM)
+    assert dev.wait(60) == 0
+    rest = dev.stdout.read()
+    dev.stdout.close()
+    assert "dev: stopped" in rest
+    assert all(gone(pid) for pid in pids)
+    assert not workdir.exists()
