@@ -114,11 +114,18 @@ def _adapt(value: Any, schema: Any, named: dict[str, Any], path: str) -> Any:
     if isinstance(schema, list):  # a union: adapt for the first branch that takes the value
         if value is None:
             return None
+        first_error: ValueError | None = None
         for branch in schema:
             if branch != "null":
-                adapted = _adapt(value, branch, named, path)
+                try:
+                    adapted = _adapt(value, branch, named, path)
+                except ValueError as e:  # a record branch without one of its fields: next one
+                    first_error = first_error or e
+                    continue
                 if adapted is not value:
                     return adapted
+        if first_error is not None:
+            raise first_error
         return value
     if not isinstance(schema, dict):
         if schema == "bytes" and isinstance(value, str):

