@@ -1,5 +1,4 @@
-"""Command line: ``moengage-connector run | validate | preview | verify | sandbox | dev |
-produce``."""
+"""Command line: run, validate, preview, verify, sandbox, and the helpers dev and produce."""
 
 from __future__ import annotations
 

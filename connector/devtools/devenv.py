@@ -20,7 +20,11 @@ import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from connector.devtools.broker import LocalBroker
+    from connector.devtools.servers import SandboxProcess
 
 WORKSPACE = "DEV_WORKSPACE"
 API_KEY = "dev-api-key-not-a-secret"  # the sandbox's key: nothing real is behind it
@@ -169,6 +173,11 @@ def run_dev(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    taken = _taken_ports(args)
+    if taken:
+        for problem in taken:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
     with _Signals() as signals, ExitStack() as stack:
         if args.workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix="moengage-dev-"))
@@ -177,32 +186,67 @@ def run_dev(args: argparse.Namespace) -> int:
             workdir = args.workdir.resolve()
             workdir.mkdir(parents=True, exist_ok=True)
         try:
-            parts = _start(stack, workdir, args)
+            running = _start(stack, workdir, args)
         except (RuntimeError, TimeoutError, OSError) as e:
             print(f"error: the local environment did not start: {e}", file=sys.stderr)
+            _print_logs(workdir)
             return 1
-        if parts is None or signals.stop.is_set():
+        if signals.stop.is_set():
             return 0
-        endpoints, broker, sandbox, text = parts
-        _announce(endpoints, broker, sandbox, args, text)
+        _announce(running, args)
         while not signals.stop.wait(0.5):
-            for what, proc in (("broker", broker.proc), ("sandbox", sandbox.proc)):
+            for what, proc in (("broker", running.broker.proc), ("sandbox", running.sandbox.proc)):
                 if proc is not None and proc.poll() is not None:
                     # Ctrl-C reaches the whole foreground process group: the sandbox may stop
                     # on it a moment before this process's own handler has run.
                     if signals.stop.wait(1.0):
                         break
-                    print(
-                        f"error: the {what} exited ({proc.returncode}); see {workdir}",
-                        file=sys.stderr,
-                    )
+                    print(f"error: the {what} exited ({proc.returncode})", file=sys.stderr)
+                    _print_logs(workdir)
                     return 1
         print("dev: stopping the sandbox, the registry and the broker", flush=True)
     print("dev: stopped", flush=True)
     return 0
 
 
-def _start(stack: ExitStack, workdir: Path, args: argparse.Namespace) -> Any:
+def _taken_ports(args: argparse.Namespace) -> list[str]:
+    """Ports given explicitly that something else already listens on, said before starting."""
+    import socket  # noqa: PLC0415
+
+    problems = []
+    for flag in ("broker_port", "registry_port", "sandbox_port"):
+        port = getattr(args, flag)
+        if port:
+            with socket.socket() as s:
+                # As the servers bind: a port left in TIME_WAIT is free, a listener is not.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError as e:
+                    option = "--" + flag.replace("_", "-")
+                    problems.append(f"{option} {port}: 127.0.0.1:{port} is taken ({e.strerror})")
+    return problems
+
+
+def _print_logs(workdir: Path) -> None:
+    """The end of each part's log, which a temporary work directory takes with it on exit."""
+    for name in ("broker.log", "sandbox.log"):
+        path = workdir / name
+        if path.is_file() and (tail := path.read_text(errors="replace")[-1500:].strip()):
+            print(f"--- end of {name} ---\n{tail}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class Running:
+    """A started environment: where it listens, its two child processes, its configuration."""
+
+    endpoints: Endpoints
+    broker: LocalBroker
+    sandbox: SandboxProcess
+    config_text: str
+
+
+def _start(stack: ExitStack, workdir: Path, args: argparse.Namespace) -> Running:
     from connector.devtools.broker import LocalBroker  # noqa: PLC0415
     from connector.devtools.kafkautil import create_topics  # noqa: PLC0415
     from connector.devtools.servers import BackgroundApp, SandboxProcess  # noqa: PLC0415
@@ -231,14 +275,15 @@ def _start(stack: ExitStack, workdir: Path, args: argparse.Namespace) -> Any:
     text = render_config(endpoints, args.topic)
     if args.config_out is not None:
         args.config_out.write_text(text)
-    return endpoints, broker, sandbox, text
+    return Running(endpoints, broker, sandbox, text)
 
 
-def _announce(
-    env: Endpoints, broker: Any, sandbox: Any, args: argparse.Namespace, text: str
-) -> None:
+def _announce(running: Running, args: argparse.Namespace) -> None:
     import os  # noqa: PLC0415
 
+    env, broker, sandbox = running.endpoints, running.broker, running.sandbox
+    assert broker.proc is not None
+    assert sandbox.proc is not None
     topics = ", ".join(f"{n} ({p} partition{'s' if p > 1 else ''})" for n, p in args.topic)
     config = args.config_out or "the text below"
     cfg = str(args.config_out) if args.config_out else "CONFIG"
@@ -253,7 +298,7 @@ def _announce(
         f"  configuration      {config}\n"
         "\n"
         "# ----- configuration -----\n"
-        f"{text}"
+        f"{running.config_text}"
         "# ----- end of configuration -----\n"
         "\n"
         "Next, in another terminal (README: 'From the demo to your own topics'):\n"

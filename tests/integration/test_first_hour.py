@@ -106,7 +106,7 @@ def test_dev_produce_validate_preview_run_verify_then_ctrl_c_leaves_nothing(
         broker_pid, sandbox_pid = pids["Kafka broker"], pids["MoEngage sandbox"]
         assert pids["Schema Registry"] == dev.pid
         assert children(dev.pid) == {broker_pid, sandbox_pid}
-        sandbox_url = re.search(r"MoEngage sandbox\s+(http://127\.0\.0\.1:\d+)", text)[1]  # type: ignore[index]
+        sandbox_url = re.search(r"MoEngage sandbox\s+(http://127\.0\.0\.1:\d+)", text)[1]
         config = project / "dev.yaml"
         assert config.read_text() in text  # printed and written alike
 
@@ -191,7 +191,7 @@ def test_dev_stops_on_sigterm_and_removes_its_temporary_directory(tmp_path: Path
         assert line, "dev exited before it was ready: " + "".join(printed)
         printed.append(line)
     text = "".join(printed)
-    workdir = Path(re.search(r"files in (\S+)\)", text)[1])  # type: ignore[index]
+    workdir = Path(re.search(r"files in (\S+)\)", text)[1])
     assert (workdir / "sandbox-api-key").is_file()
     assert "none (--topic NAME[:PARTITIONS] creates them)" in text
     pids = children(dev.pid)

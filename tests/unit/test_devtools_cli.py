@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import socket
 from pathlib import Path
 
 import fastavro
@@ -14,7 +15,7 @@ import yaml
 
 from connector.config import parse_settings
 from connector.devtools.constraints import pins, render
-from connector.devtools.devenv import Endpoints, render_config, topic_arg
+from connector.devtools.devenv import Endpoints, _taken_ports, render_config, topic_arg
 from connector.devtools.produce import (
     AvroSchema,
     SampleError,
@@ -177,3 +178,14 @@ def test_a_union_of_records_takes_the_branch_whose_fields_the_sample_has(tmp_pat
     assert decoded == {"body": {"b": 2}}
     with pytest.raises(ValueError, match="field 'c' at body is not in the schema's record A"):
         schema.encode({"body": {"c": 3}})
+
+
+def test_a_port_given_for_dev_that_is_taken_is_named_before_anything_starts() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        args = argparse.Namespace(broker_port=0, registry_port=port, sandbox_port=0)
+        (problem,) = _taken_ports(args)
+    assert problem.startswith(f"--registry-port {port}: 127.0.0.1:{port} is taken")
+    assert _taken_ports(argparse.Namespace(broker_port=0, registry_port=0, sandbox_port=0)) == []
