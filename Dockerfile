@@ -32,9 +32,11 @@ RUN apt-get update \
 
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# constraints.txt pins every dependency to the versions tested (make constraints regenerates it),
+# so two builds of the same commit install the same packages.
+COPY pyproject.toml README.md constraints.txt ./
 COPY connector ./connector
-RUN /opt/venv/bin/pip install --only-binary=confluent-kafka .
+RUN /opt/venv/bin/pip install --only-binary=confluent-kafka -c constraints.txt .
 
 # ----- runtime ------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -5,18 +5,24 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit test-integration chaos lint typecheck bench clean
+.PHONY: help setup constraints demo test test-unit test-integration chaos lint typecheck bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every dependency (runtime and dev) to the versions tested: a fresh .venv
+# and the image get the same ones.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install the package with its dev extras
+setup: $(STAMP) ## create .venv and install the package with its dev extras, as constraints.txt pins them
+
+constraints: $(STAMP) ## rewrite constraints.txt from .venv (after `.venv/bin/pip install -U -e '.[dev]'`)
+	$(BIN)/python -m connector.devtools.constraints > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 demo: $(STAMP) ## run the whole pipeline end to end on a local broker and the MoEngage sandbox
 	$(BIN)/python -m connector.demo

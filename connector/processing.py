@@ -103,7 +103,9 @@ def build_pipelines(settings: Settings) -> dict[str, TopicPipeline]:
         except ConfigError as e:
             problems.extend(e.problems)
         try:
-            transform = load_transform(topic.transform, key_path=f"topics[{i}].transform")
+            transform = load_transform(
+                topic.transform, key_path=f"topics[{i}].transform", search_dir=settings.base_dir
+            )
         except ConfigError as e:
             problems.extend(e.problems)
         if not problems:

@@ -20,11 +20,11 @@ from connector.devtools.broker import die_with_parent
 class BackgroundApp:
     """An aiohttp application served from its own event loop in a daemon thread."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, port: int = 0) -> None:
         self._app = app
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
-        self.port = 0
+        self.port = port  # 0 picks a free one
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def start(self) -> BackgroundApp:
@@ -35,7 +35,7 @@ class BackgroundApp:
     async def _start(self) -> None:
         self._runner = web.AppRunner(self._app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         server = site._server
         assert server is not None
@@ -56,8 +56,8 @@ class BackgroundApp:
 class SandboxProcess:
     """``moengage-connector sandbox --port 0 ...`` as a child process; learns its port."""
 
-    def __init__(self, *args: str, log_path: Path | None = None) -> None:
-        self.args = ["--port", "0", *args]
+    def __init__(self, *args: str, log_path: Path | None = None, port: int = 0) -> None:
+        self.args = ["--port", str(port), *args]
         self._log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0

@@ -10,6 +10,7 @@ turns whatever user code raises into a ``TransformError`` the pipeline can route
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from connector.config import TransformSpec
@@ -126,16 +127,19 @@ class MappingCompiled(CompiledTransform):
         return out
 
 
-def load_transform(spec: TransformSpec, *, key_path: str = "transform") -> CompiledTransform:
+def load_transform(
+    spec: TransformSpec, *, key_path: str = "transform", search_dir: Path | None = None
+) -> CompiledTransform:
     """Build the topic's transform once, at start-up.
 
     ``key_path`` is where ``spec`` sits in the configuration (e.g. ``topics[0].transform``), so a
-    ``ConfigError`` raised while importing or compiling names the key to fix.
+    ``ConfigError`` raised while importing or compiling names the key to fix. ``search_dir`` (the
+    configuration's directory) is where a ``function`` is looked up first.
     """
     if spec.mapping is not None:
         mapping = MappingTransform(spec.mapping, key_path=f"{key_path}.mapping")
         return MappingCompiled("mapping", mapping)
-    name, fn = resolve(spec, key_path=key_path)
+    name, fn = resolve(spec, key_path=key_path, search_dir=search_dir)
     return CompiledTransform(name, fn)
 
 

@@ -8,8 +8,10 @@ attribute is missing, or (for entry points) which names are installed.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from connector.errors import ConfigError
@@ -21,16 +23,38 @@ if TYPE_CHECKING:
 GROUP: Final = "moengage_connector.transforms"
 
 
-def import_string(path: str, *, key_path: str) -> Any:
-    """Import ``package.module:attr`` (``attr`` may be dotted) and return the attribute."""
+def add_search_dir(directory: Path) -> None:
+    """Put ``directory`` first on ``sys.path`` (once), as ``PYTHONPATH=directory`` would.
+
+    The configuration file's directory goes there, so a transform package kept next to the
+    configuration imports without installing it or setting ``PYTHONPATH``. It stays for the
+    process's life: a transform may import its siblings lazily, while records are processed.
+    """
+    entry = str(directory.resolve())
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+
+
+def import_string(path: str, *, key_path: str, search_dir: Path | None = None) -> Any:
+    """Import ``package.module:attr`` (``attr`` may be dotted) and return the attribute.
+
+    ``search_dir`` (the configuration's directory) is searched first, then the installed packages.
+    """
     module_name, _, attr_path = path.partition(":")
     if not module_name or not attr_path:
         raise ConfigError([(key_path, f"{path!r} must look like 'package.module:function'")])
+    if search_dir is not None:
+        add_search_dir(search_dir)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
             problem = f"module {module_name!r} not found (is it installed and importable?)"
+            if search_dir is not None:
+                problem = (
+                    f"module {module_name!r} not found next to the configuration "
+                    f"({search_dir.resolve()}) nor among the installed packages"
+                )
             raise ConfigError([(key_path, problem)]) from None
         problem = f"importing module {module_name!r} failed: {e}"
         raise ConfigError([(key_path, problem)]) from e
@@ -67,15 +91,19 @@ def load_entry_point(name: str, *, key_path: str, group: str = GROUP) -> Any:
         raise ConfigError([(key_path, problem)]) from e
 
 
-def resolve(spec: TransformSpec, *, key_path: str) -> tuple[str, Callable[[Record], object]]:
+def resolve(
+    spec: TransformSpec, *, key_path: str, search_dir: Path | None = None
+) -> tuple[str, Callable[[Record], object]]:
     """The display name and the callable for a ``function`` or ``entry_point`` spec.
+
+    A ``function`` is looked up in ``search_dir`` (the configuration's directory) first.
 
     With ``options`` the resolved object is a factory, called once here with ``**options``; it
     must return the transform. Without, the resolved object is the transform itself.
     """
     if spec.function is not None:
         name, where = spec.function, f"{key_path}.function"
-        obj = import_string(spec.function, key_path=where)
+        obj = import_string(spec.function, key_path=where, search_dir=search_dir)
     elif spec.entry_point is not None:
         name, where = spec.entry_point, f"{key_path}.entry_point"
         obj = load_entry_point(spec.entry_point, key_path=where)

@@ -31,7 +31,9 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-@pytest.mark.parametrize("command", ["run", "validate", "preview", "sandbox"])
+@pytest.mark.parametrize(
+    "command", ["run", "validate", "preview", "sandbox", "verify", "dev", "produce"]
+)
 def test_every_command_has_its_own_help(command: str) -> None:
     result = cli(command, "--help")
     assert result.returncode == 0
@@ -58,9 +60,10 @@ DEPLOYMENT_ENV = {
 }
 
 
-def _configmap_configs(manifest: Path) -> list[str]:
+def _configmap_files(manifest: Path) -> list[dict[str, str]]:
+    """Each ConfigMap's files as its volume mount shows them: one file per key."""
     docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
-    return [d["data"]["config.yaml"] for d in docs if d.get("kind") == "ConfigMap"]
+    return [d["data"] for d in docs if d.get("kind") == "ConfigMap"]
 
 
 @pytest.mark.parametrize(
@@ -71,9 +74,10 @@ def test_validate_accepts_the_shipped_production_and_kubernetes_configurations(
 ) -> None:
     path = ROOT / "config" / source
     if source.startswith("kubernetes/"):
-        (text,) = _configmap_configs(path)
+        (files,) = _configmap_files(path)
+        for name, text in files.items():  # config.yaml and the schemas it names beside it
+            (tmp_path / name).write_text(text)
         path = tmp_path / "config.yaml"
-        path.write_text(text)
     env = {"PATH": os.environ.get("PATH", ""), **DEPLOYMENT_ENV}
     result = cli("validate", "--config", str(path), env=env)
     assert result.returncode == 0, result.stdout + result.stderr

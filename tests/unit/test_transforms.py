@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -568,3 +570,36 @@ def test_passthrough_rejects_anything_else(value: Any) -> None:
     with pytest.raises(TransformError) as info:
         passthrough(rec(value))
     assert info.value.rule == "passthrough.shape"
+
+
+def test_a_function_next_to_the_configuration_is_found_in_its_directory(tmp_path: Path) -> None:
+    package = tmp_path / "next_to_config_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "orders.py").write_text(
+        "def to_customer(record):\n"
+        "    return {'type': 'customer', 'customer_id': record.value['id']}\n"
+    )
+    spec = TransformSpec(function="next_to_config_pkg.orders:to_customer")
+    try:
+        t = load_transform(spec, search_dir=tmp_path)
+        assert t(rec({"id": "u1"}))[0]["customer_id"] == "u1"
+    finally:
+        sys.path.remove(str(tmp_path.resolve()))
+        for name in [m for m in sys.modules if m.startswith("next_to_config_pkg")]:
+            del sys.modules[name]
+
+
+def test_a_module_missing_next_to_the_configuration_names_the_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_transform(
+            TransformSpec(function="absent_pkg.mod:fn"), key_path="k", search_dir=tmp_path
+        )
+    assert info.value.problems == [
+        (
+            "k.function",
+            f"module 'absent_pkg.mod' not found next to the configuration ({tmp_path.resolve()}) "
+            "nor among the installed packages",
+        )
+    ]
+    sys.path.remove(str(tmp_path.resolve()))

@@ -1,0 +1,1 @@
+"""An example transform package, copied next to the configuration in the image."""
