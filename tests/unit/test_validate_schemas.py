@@ -266,19 +266,21 @@ def test_a_registry_out_of_reach_is_asked_once_and_its_secrets_stay_out_of_the_n
 # ----- the shipped configurations ---------------------------------------------------------------
 
 
-def _shipped() -> list[tuple[str, str]]:
-    found = [(p.name, p.read_text()) for p in sorted((ROOT / "config").glob("*.yaml"))]
+def _shipped() -> list[tuple[str, dict[str, str]]]:
+    found = [
+        (p.name, {"config.yaml": p.read_text()}) for p in sorted((ROOT / "config").glob("*.yaml"))
+    ]
     for manifest in sorted((ROOT / "config" / "kubernetes").glob("*.yaml")):
         for doc in yaml.safe_load_all(manifest.read_text()):
             if doc and doc.get("kind") == "ConfigMap":
-                found.append((manifest.name, doc["data"]["config.yaml"]))
+                found.append((manifest.name, dict(doc["data"])))  # every key is a mounted file
     return found
 
 
-@pytest.mark.parametrize(("name", "text"), _shipped(), ids=[n for n, _ in _shipped()])
+@pytest.mark.parametrize(("name", "files"), _shipped(), ids=[n for n, _ in _shipped()])
 def test_every_shipped_configuration_still_validates(
     name: str,
-    text: str,
+    files: dict[str, str],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -295,8 +297,9 @@ def test_every_shipped_configuration_still_validates(
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     (tmp_path / "schemas").symlink_to(ROOT / "schemas")  # the demo's '../schemas/*.avsc'
+    for file_name, text in files.items():
+        (config_dir / file_name).write_text(text)
     path = config_dir / "config.yaml"
-    path.write_text(text)
     code, lines = validate(path, capsys)
     assert (code, errors(lines)) == (0, [])
     assert lines[-1].endswith(" topic(s))")
