@@ -63,7 +63,13 @@ from connector.errors import (
 _HEADER = struct.Struct(">BI")  # Confluent framing: magic byte, schema id
 _MAGIC = 0
 
+
+class _UnknownTypeError(Exception):
+    """A ``type`` that is neither an Avro type nor a name: fastavro fails on it obscurely."""
+
+
 _SCHEMA_ERRORS = (
+    _UnknownTypeError,
     SchemaParseException,
     UnknownType,
     SchemaRepositoryError,
@@ -126,7 +132,13 @@ class _Repository(AbstractSchemaRepository):
         self._schemas = schemas
         self._directory = directory
 
-    def load(self, name: str) -> Any:
+    def load(self, name: Any) -> Any:
+        if not isinstance(name, str):  # fastavro hands over a whole dict whose type is unknown
+            kind = name.get("type") if isinstance(name, dict) else name
+            raise _UnknownTypeError(
+                f"unknown type {kind!r} (expected record, enum, array, map, fixed, a primitive "
+                "type or the name of a schema file beside this one)"
+            )
         if name in self._schemas:
             return self._schemas[name]
         if self._directory is not None:

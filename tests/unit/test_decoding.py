@@ -277,6 +277,16 @@ def test_invalid_schema_file_is_a_config_error(tmp_path: Path) -> None:
     assert info.value.problems[0][0] == "topics[3].schema"
 
 
+def test_a_misspelled_type_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "typo.avsc").write_text('{"type": "recrod", "name": "X", "fields": []}')
+    s = settings({"name": "t", "format": "avro", "schema": "typo.avsc"}, base_dir=tmp_path)
+    with pytest.raises(ConfigError) as info:
+        make_decoder(s.topics[0], s, None, key_path="topics[0].schema")
+    ((key, message),) = info.value.problems
+    assert key == "topics[0].schema"
+    assert "unknown type 'recrod'" in message
+
+
 # ----- logical types --------------------------------------------------------------------------
 
 
