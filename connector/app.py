@@ -39,6 +39,7 @@ from connector.errors import (
 )
 from connector.flow import Backpressure, BudgetShare
 from connector.observability.health import HealthState, fatal_reason, serve_observability
+from connector.observability.kafkalog import BrokerWatch, kafka_logging
 from connector.observability.metrics import Metrics
 from connector.offsets import Slot, TopicPartitionKey
 from connector.processing import Prepared, RecordProcessor
@@ -73,12 +74,15 @@ class Connector:
         self.metrics = metrics or Metrics()
         self.health = HealthState(now=loop.time())
         self.processor = RecordProcessor(settings)
+        kafka = settings.librdkafka_config()
+        watch = BrokerWatch(kafka["bootstrap.servers"], settings.logging.repeat_interval_seconds)
         self.source = KafkaSource(
-            settings.librdkafka_config(),
+            {**kafka, **kafka_logging(settings, watch)},
             [t.name for t in settings.topics],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
+            watch=watch,
         )
         self.checkpoint = Checkpoint(self.source, self.metrics)
         self.router = BadInputRouter(settings, self.metrics, self._fail)
@@ -266,6 +270,7 @@ class Connector:
             pending = fetch()
             now = loop.time()
             self.health.alive_tick(now)
+            self.health.set_kafka_problem(self.source.watch.problem)
             take = self.take
             for msg in msgs:
                 if self._stop.is_set():

@@ -20,7 +20,7 @@ from connector.config import (
     resolve_credentials,
     secret_values,
 )
-from connector.errors import ConfigError, ConnectorError
+from connector.errors import ConfigError, ConnectorError, ExitCode
 
 EPILOG = "Documentation: README.md (configuration reference, delivery guarantees, exit codes)."
 
@@ -244,8 +244,9 @@ def _print_problems(e: ConfigError) -> None:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415
+    from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415
 
+    from connector.observability.kafkalog import BrokerWatch, kafka_logging  # noqa: PLC0415
     from connector.processing import RecordProcessor  # noqa: PLC0415
 
     settings = load_settings(args.config)
@@ -256,13 +257,25 @@ def _preview(args: argparse.Namespace) -> int:
         print(f"error: topic {args.topic!r} is not in the configuration (have: {names})")
         return 2
     processor = RecordProcessor(settings)  # the same record processor as 'run'
+    _configure_logging(settings)  # librdkafka's lines too, as JSON on stderr; elements on stdout
     conf: dict[str, Any] = {
         **settings.librdkafka_config(),
         "group.id": f"moengage-connector-preview-{uuid.uuid4().hex[:8]}",
     }
-    consumer = Consumer(conf)
+    watch = BrokerWatch(conf["bootstrap.servers"], settings.logging.repeat_interval_seconds)
+    consumer = Consumer({**conf, **kafka_logging(settings, watch), "error_cb": watch.on_error})
     try:
-        meta = consumer.list_topics(args.topic, timeout=args.timeout)
+        try:
+            meta = consumer.list_topics(args.topic, timeout=args.timeout)
+        except KafkaException as e:
+            print(
+                f"error: Kafka brokers unreachable: {conf['bootstrap.servers']} (no metadata "
+                f"for {args.topic!r} within {args.timeout:g} s: {_kafka_text(e)}); check "
+                "kafka.bootstrap.servers and the network",
+                file=sys.stderr,
+            )
+            return int(ExitCode.KAFKA)
+        watch.up()
         tmeta = meta.topics.get(args.topic)
         if tmeta is None or tmeta.error is not None:
             print(f"error: topic {args.topic!r} not found on the broker")
@@ -288,6 +301,12 @@ def _preview(args: argparse.Namespace) -> int:
     finally:
         consumer.close()
     return 0
+
+
+def _kafka_text(error: Exception) -> str:
+    """librdkafka's words for a client error, without the KafkaError{...} wrapping."""
+    err = error.args[0] if error.args else None
+    return str(err.str()) if err is not None and hasattr(err, "str") else str(error)
 
 
 def vars_cost(cost: Any) -> dict[str, int]:

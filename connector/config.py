@@ -359,6 +359,12 @@ class LoggingSettings(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
     log_record_contents: bool = False
+    repeat_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="a repeated librdkafka line, and 'Kafka brokers unreachable', is written at "
+        "most once per this many seconds (with the count of repeats left out)",
+    )
 
     @field_validator("level", mode="before")
     @classmethod
