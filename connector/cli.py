@@ -63,10 +63,23 @@ def _parser() -> argparse.ArgumentParser:
         "validate",
         help="check a configuration, its schemas and transforms",
         description="Load the configuration, every schema file and every transform it names, "
-        "and print each problem with the key path that causes it. Exit 1 on any problem.",
+        "and print each problem with the key path that causes it. With --online, also check "
+        "the credentials with MoEngage and the topics with Kafka. Exit 1 on any problem.",
         epilog=EPILOG,
     )
     val.add_argument("--config", required=True, help="path of the YAML configuration")
+    val.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask the services: MoEngage checks the credentials (one Get User API request "
+        "for a customer that cannot exist), Kafka answers metadata for every topic",
+    )
+    val.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="with --online: seconds to wait for Kafka's metadata (default 10)",
+    )
 
     pre = sub.add_parser(
         "preview",
@@ -230,11 +243,38 @@ def _validate(args: argparse.Namespace) -> int:
         _print_problems(ConfigError(problems))
         return 1
     try:
-        resolve_credentials(settings)
+        creds = resolve_credentials(settings)
     except ConfigError as e:
+        if args.online:  # the check needs them
+            _print_problems(e)
+            return 1
         for path, msg in e.problems:
             print(f"warning: {path}: {msg} (needed by 'run')")
+    else:
+        if args.online:
+            return _validate_online(args, settings, creds)
     print(f"{args.config}: OK ({len(settings.topics)} topic(s))")
+    return 0
+
+
+def _validate_online(args: argparse.Namespace, settings: Settings, creds: Any) -> int:
+    from connector.observability.logging import (  # noqa: PLC0415
+        register_basic_auth,
+        register_secret,
+    )
+    from connector.onlinecheck import online_checks  # noqa: PLC0415
+
+    register_basic_auth(creds.workspace_id, creds.api_key.get_secret_value())
+    for secret in secret_values(settings):
+        register_secret(secret)
+    _configure_logging(settings)
+    report = online_checks(settings, creds, args.timeout)
+    for line in report.confirmed:
+        print(f"ok: {line}")
+    if report.problems:
+        _print_problems(ConfigError(report.problems))
+        return 1
+    print(f"{args.config}: OK online ({len(settings.topics)} topic(s))")
     return 0
 
 

@@ -242,6 +242,13 @@ class MoEngageSettings(_Frozen):
         description="/readyz turns unready once no request has been accepted for this long while "
         "requests are retried or throttled; ready again at the next accepted request",
     )
+    startup_check_seconds: float = Field(
+        default=15.0,
+        ge=0,
+        description="at start-up the credentials are checked with one Get User API request (a "
+        "refusal: exit 3 before any record is read); without an answer it is retried this long, "
+        "then the connector starts anyway. 0 turns the check off",
+    )
     users_per_minute: int | None = Field(default=1000, ge=1)
     events_per_minute: int | None = Field(default=10_000, ge=1)
     rate_window_seconds: float = Field(
