@@ -18,6 +18,7 @@ from connector.devtools.broker import LocalBroker
 from connector.devtools.kafkautil import committed_offsets, produce
 from connector.devtools.servers import SandboxProcess
 from tests.integration.conftest import (
+    API_KEY,
     ConnectorProcess,
     all_committed,
     base_config,
@@ -36,6 +37,17 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "connector", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
 
 
 def _readyz(port: int) -> dict[str, Any]:
@@ -130,6 +142,20 @@ def test_a_wrong_api_key_stops_with_exit_3_before_reading_and_the_right_one_star
     assert not any(e["event"].startswith("partitions_") for e in events)
     assert all(off < 0 for off in committed_offsets(broker.bootstrap, group, topic).values())
     assert sandbox.admin("GET", "stats")["requests_total"] == 0
+
+    # validate --online runs the same check (and asks Kafka for the topic).
+    path = wrong.config_path
+    online = ["validate", "--config", str(path), "--online", "--timeout", "10"]
+    refused_run = _cli(online, {**wrong.env})
+    assert refused_run.returncode == 1
+    assert "error: moengage: MoEngage refused the credentials: MoEngage answered 401" in (
+        refused_run.stdout
+    )
+    assert "ok: Kafka brokers reachable" in refused_run.stdout
+    assert WRONG_KEY not in refused_run.stdout + refused_run.stderr
+    accepted = _cli(online, {**wrong.env, "MOENGAGE_API_KEY": API_KEY})
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "ok: MoEngage accepted the credentials" in accepted.stdout
 
     right = connector(cfg)
     wait_until(
