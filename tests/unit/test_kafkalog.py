@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError
 from structlog.testing import capture_logs
 
+from connector.badinput import BadInputRouter
+from connector.config import parse_settings
 from connector.observability.kafkalog import (
     BrokerWatch,
     KafkaClientLog,
@@ -15,6 +18,8 @@ from connector.observability.kafkalog import (
     client_logging,
     our_level,
 )
+from connector.observability.metrics import Metrics
+from tests.unit.configs import minimal_raw
 
 
 class Clock:
@@ -139,3 +144,22 @@ def test_a_real_client_against_a_closed_port_writes_nothing_raw_to_stderr(
         consumer.close()
     assert capfd.readouterr().err == ""
     assert any(e["event"] == "kafka_brokers_unreachable" for e in logs)
+
+
+def test_the_dead_letter_producer_logs_through_structlog_too(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    raw = minimal_raw()
+    raw["topics"][0]["dead_letter_topic"] = "users-dlq"
+    settings = parse_settings(raw, base_dir=Path("."), environ={})
+    router = BadInputRouter(settings, Metrics(), lambda error, code: None)
+    assert router.writer is not None
+    producer = router.writer._producer
+    with capture_logs() as logs:
+        for _ in range(100):  # the idempotent producer connects at once, and fails at once
+            if any(e["event"] == "librdkafka" for e in logs):
+                break
+            producer.poll(0.2)
+    producer.flush(0)
+    assert capfd.readouterr().err == ""
+    assert any(e["event"] == "librdkafka" and "127.0.0.1:1" in e["message"] for e in logs)
