@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         help="run the connector until SIGTERM, SIGINT or SIGHUP",
         description="Join the consumer group, deliver every record to MoEngage, commit offsets "
         "only after a 200. Credentials come from MOENGAGE_WORKSPACE_ID / MOENGAGE_API_KEY or "
-        "their *_FILE variants. Exit codes: 0 clean stop, 2 configuration, 3 MoEngage refused "
+        "their *_FILE variants, and are checked with MoEngage (Get User API) before any record "
+        "is read. Exit codes: 0 clean stop, 2 configuration, 3 MoEngage refused "
         "the credentials or account (or the endpoint redirected, or answers were not "
         "MoEngage's), 4 bad input under the 'fail' policy, 5 Schema Registry "
         "unreachable, 6 Kafka fatal error, 7 a dead-letter write failed, 1 anything else. A "
@@ -228,7 +229,9 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as e:
-        _print_problems(ConfigError(e.problems + _each_topic_problems(args.config, e.problems)))
+        from connector.topiccheck import each_topic_problems_in  # noqa: PLC0415
+
+        _print_problems(ConfigError(e.problems + each_topic_problems_in(args.config, e.problems)))
         return 1
     problems: list[tuple[str, str]] = kafka_config_problems(settings)
     try:
@@ -276,24 +279,6 @@ def _validate_online(args: argparse.Namespace, settings: Settings, creds: Any) -
         return 1
     print(f"{args.config}: OK online ({len(settings.topics)} topic(s))")
     return 0
-
-
-def _each_topic_problems(path: str, known: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Schema and transform problems of the topics that are valid on their own, when the whole
-    configuration is not (so a shape error elsewhere hides none of them)."""
-    import os  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
-
-    from connector.safeyaml import load_yaml  # noqa: PLC0415
-    from connector.topiccheck import each_topic_problems  # noqa: PLC0415
-
-    p = Path(path)
-    try:
-        raw = load_yaml(p.read_text(encoding="utf-8"), str(p))
-    except Exception:  # noqa: BLE001 - unreadable or not YAML: already reported
-        return []
-    found = each_topic_problems(raw, p.parent.resolve(), os.environ)
-    return [problem for problem in found if problem not in known]
 
 
 def _print_problems(e: ConfigError) -> None:

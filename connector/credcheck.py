@@ -94,7 +94,7 @@ async def check_credentials(
             )
             raise
         except ExportError as e:
-            detail = str(e)
+            detail = e.last or str(e)
         else:
             log.info("moengage_credentials_accepted", endpoint=endpoint, attempts=attempt + 1)
             return CheckResult(True, "MoEngage accepted the credentials")

@@ -9,6 +9,7 @@ valid), so one ``validate`` run reports the import errors of every topic.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from connector.config import (
 )
 from connector.errors import ConfigError
 from connector.processing import build_pipelines
+from connector.safeyaml import load_yaml
 
 Problem = tuple[str, str]
 _PLACEHOLDERS = {
@@ -40,6 +42,18 @@ class _Blank(dict[str, str]):
 
     def __missing__(self, key: str) -> str:
         return ""
+
+
+def each_topic_problems_in(path: str | Path, known: list[Problem]) -> list[Problem]:
+    """:func:`each_topic_problems` of the configuration file at ``path``, less the ``known``
+    problems; none if the file cannot be read as YAML (that is reported already)."""
+    p = Path(path)
+    try:
+        raw = load_yaml(p.read_text(encoding="utf-8"), str(p))
+    except Exception:  # noqa: BLE001 - unreadable or not YAML: already reported
+        return []
+    found = each_topic_problems(raw, p.parent.resolve(), os.environ)
+    return [problem for problem in found if problem not in known]
 
 
 def each_topic_problems(raw: Any, base_dir: Path, environ: Mapping[str, str]) -> list[Problem]:
