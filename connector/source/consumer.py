@@ -198,8 +198,8 @@ class KafkaSource:
         elif self._total_stale:  # here, outside any rebalance callback
             self._refresh_total(self._consumer)
         msgs: list[Message] = self._consumer.consume(max_messages, timeout)
-        if msgs and self.watch.down_since is not None:
-            self.watch.up()
+        if self.watch.down_since is not None and any(m.error() is None for m in msgs):
+            self.watch.up()  # a record fetched: a broker answered
         return msgs
 
     def _probe(self, consumer: Consumer) -> None:
