@@ -30,15 +30,18 @@ from confluent_kafka import KafkaError, Message
 from connector.badinput import BadInputRouter
 from connector.checkpoint import Checkpoint
 from connector.config import Credentials, Settings
+from connector.credcheck import check_credentials
 from connector.errors import (
     BadRecordError,
     ConnectorError,
     ExitCode,
+    FatalApiError,
     SchemaRegistryAuthError,
     SchemaRegistryError,
 )
 from connector.flow import Backpressure, BudgetShare
 from connector.observability.health import HealthState, fatal_reason, serve_observability
+from connector.observability.kafkalog import BrokerWatch, kafka_logging
 from connector.observability.metrics import Metrics
 from connector.offsets import Slot, TopicPartitionKey
 from connector.processing import Prepared, RecordProcessor
@@ -69,16 +72,20 @@ class Connector:
     ) -> None:
         loop = asyncio.get_running_loop()
         self.settings = settings
+        self._credentials = credentials
         m, p = settings.moengage, settings.pipeline
         self.metrics = metrics or Metrics()
         self.health = HealthState(now=loop.time())
         self.processor = RecordProcessor(settings)
+        kafka = settings.librdkafka_config()
+        watch = BrokerWatch(kafka["bootstrap.servers"], settings.logging.repeat_interval_seconds)
         self.source = KafkaSource(
-            settings.librdkafka_config(),
+            {**kafka, **kafka_logging(settings, watch)},
             [t.name for t in settings.topics],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
+            watch=watch,
         )
         self.checkpoint = Checkpoint(self.source, self.metrics)
         self.router = BadInputRouter(settings, self.metrics, self._fail)
@@ -206,6 +213,9 @@ class Connector:
         )
         self.delivery.start()
         try:
+            if not await self._credentials_accepted():
+                await self.source.close()  # never subscribed: nothing read, nothing to commit
+                return int(self.exit_code)
             await self.source.start()
             await self._loop()
             await self._shutdown()
@@ -214,6 +224,39 @@ class Connector:
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
         return int(self.exit_code)
+
+    async def _credentials_accepted(self) -> bool:
+        """The start-up check (``connector/credcheck.py``) before the consumer subscribes:
+        False if MoEngage refused the credentials (exit 3) or a stop signal came first."""
+        if self.settings.moengage.startup_check_seconds <= 0:
+            return True
+        check = asyncio.ensure_future(
+            check_credentials(self._session, self.settings, self._credentials)
+        )
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({check, stop}, return_when=FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not check.done():
+                check.cancel()
+            await asyncio.gather(check, stop, return_exceptions=True)
+        if check.cancelled():
+            log.info("connector_stopped", exit_code=int(self.exit_code), note="before start")
+            return False
+        error = check.exception()
+        if isinstance(error, FatalApiError):
+            self._fail(error, ExitCode.FATAL_API)
+            log.error(
+                "connector_stopped",
+                reason=str(error),
+                exit_code=int(self.exit_code),
+                note="before any record was read",
+            )
+            return False
+        if error is not None:
+            raise error
+        return True
 
     # ----- the loop -----------------------------------------------------------------------------
 
@@ -266,6 +309,7 @@ class Connector:
             pending = fetch()
             now = loop.time()
             self.health.alive_tick(now)
+            self.health.set_kafka_problem(self.source.watch.problem)
             take = self.take
             for msg in msgs:
                 if self._stop.is_set():

@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, Message
 from connector.config import Settings
 from connector.deadletter import DeadLetterWriter, producer_config
 from connector.errors import BadRecordError, ConnectorError, ExitCode, RecordRef
+from connector.observability.kafkalog import kafka_logging
 from connector.observability.metrics import Metrics
 from connector.offsets import Slot
 
@@ -36,7 +37,9 @@ class BadInputRouter:
         self._log_contents = settings.logging.log_record_contents
         self.dlq_topics = frozenset(t.name for t in settings.topics if t.error_policy == "dlq")
         self.writer: DeadLetterWriter | None = (
-            DeadLetterWriter(producer_config(settings.librdkafka_config()))
+            DeadLetterWriter(
+                {**producer_config(settings.librdkafka_config()), **kafka_logging(settings)}
+            )
             if self.dlq_topics
             else None
         )

@@ -22,7 +22,7 @@ from connector.config import (
 )
 from connector.devtools import devenv
 from connector.devtools import produce as produce_cmd
-from connector.errors import ConfigError, ConnectorError
+from connector.errors import ConfigError, ConnectorError, ExitCode
 
 EPILOG = "Documentation: README.md (configuration reference, delivery guarantees, exit codes)."
 
@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         help="run the connector until SIGTERM, SIGINT or SIGHUP",
         description="Join the consumer group, deliver every record to MoEngage, commit offsets "
         "only after a 200. Credentials come from MOENGAGE_WORKSPACE_ID / MOENGAGE_API_KEY or "
-        "their *_FILE variants. Exit codes: 0 clean stop, 2 configuration, 3 MoEngage refused "
+        "their *_FILE variants, and are checked with MoEngage (Get User API) before any record "
+        "is read. Exit codes: 0 clean stop, 2 configuration, 3 MoEngage refused "
         "the credentials or account (or the endpoint redirected, or answers were not "
         "MoEngage's), 4 bad input under the 'fail' policy, 5 Schema Registry "
         "unreachable, 6 Kafka fatal error, 7 a dead-letter write failed, 1 anything else. A "
@@ -68,11 +69,24 @@ def _parser() -> argparse.ArgumentParser:
         "check every field path a mapping reads against the topic's schema (the local .avsc "
         "for format 'avro', the latest schema of the subject '<topic>-value' in the Schema "
         "Registry for 'confluent'), and print each problem with the key path that causes it. "
-        "What cannot be checked (a JSON topic, a registry out of reach) is a note. "
+        "What cannot be checked (a JSON topic, a registry out of reach) is a note. With "
+        "--online, also check the credentials with MoEngage and the topics with Kafka. "
         "Exit codes: 0 no problem, 1 any problem.",
         epilog=EPILOG,
     )
     val.add_argument("--config", required=True, help="path of the YAML configuration")
+    val.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask the services: MoEngage checks the credentials (one Get User API request "
+        "for a customer that cannot exist), Kafka answers metadata for every topic",
+    )
+    val.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="with --online: seconds to wait for Kafka's metadata (default 10)",
+    )
 
     pre = sub.add_parser(
         "preview",
@@ -85,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         "gate: 0 every record previewed was processed and the mapping has no problem, 1 a "
         "record failed (it would stop the connector, or be skipped or dead-lettered), the "
         "mapping has a problem, or the topic is not on the broker, 2 the configuration is "
-        "invalid or does not name the topic.",
+        "invalid or does not name the topic, 6 Kafka brokers unreachable.",
         epilog=EPILOG,
     )
     pre.add_argument("--config", required=True, help="path of the YAML configuration")
@@ -250,7 +264,9 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as e:
-        _print_problems(e)
+        from connector.topiccheck import each_topic_problems_in  # noqa: PLC0415
+
+        _print_problems(ConfigError(e.problems + each_topic_problems_in(args.config, e.problems)))
         return 1
     problems: list[tuple[str, str]] = kafka_config_problems(settings)
     try:
@@ -270,11 +286,38 @@ def _validate(args: argparse.Namespace) -> int:
         _print_problems(ConfigError(problems))
         return 1
     try:
-        resolve_credentials(settings)
+        creds = resolve_credentials(settings)
     except ConfigError as e:
+        if args.online:  # the check needs them
+            _print_problems(e)
+            return 1
         for path, msg in e.problems:
             print(f"warning: {path}: {msg} (needed by 'run')")
+    else:
+        if args.online:
+            return _validate_online(args, settings, creds)
     print(f"{args.config}: OK ({len(settings.topics)} topic(s))")
+    return 0
+
+
+def _validate_online(args: argparse.Namespace, settings: Settings, creds: Any) -> int:
+    from connector.observability.logging import (  # noqa: PLC0415
+        register_basic_auth,
+        register_secret,
+    )
+    from connector.onlinecheck import online_checks  # noqa: PLC0415
+
+    register_basic_auth(creds.workspace_id, creds.api_key.get_secret_value())
+    for secret in secret_values(settings):
+        register_secret(secret)
+    _configure_logging(settings)
+    report = online_checks(settings, creds, args.timeout)
+    for line in report.confirmed:
+        print(f"ok: {line}")
+    if report.problems:
+        _print_problems(ConfigError(report.problems))
+        return 1
+    print(f"{args.config}: OK online ({len(settings.topics)} topic(s))")
     return 0
 
 
@@ -284,8 +327,9 @@ def _print_problems(e: ConfigError) -> None:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415
+    from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415
 
+    from connector.observability.kafkalog import BrokerWatch, kafka_logging  # noqa: PLC0415
     from connector.preflight import check_schemas  # noqa: PLC0415
     from connector.processing import RecordProcessor  # noqa: PLC0415
 
@@ -296,6 +340,7 @@ def _preview(args: argparse.Namespace) -> int:
         print(f"error: topic {args.topic!r} is not in the configuration (have: {names})")
         return 2
     processor = RecordProcessor(settings)  # the same record processor as 'run'
+    _configure_logging(settings)  # librdkafka's lines too, as JSON on stderr; elements on stdout
     preflight = check_schemas(settings, [index])
     for note in preflight.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -306,9 +351,20 @@ def _preview(args: argparse.Namespace) -> int:
         **settings.librdkafka_config(),
         "group.id": f"moengage-connector-preview-{uuid.uuid4().hex[:8]}",
     }
-    consumer = Consumer(conf)
+    watch = BrokerWatch(conf["bootstrap.servers"], settings.logging.repeat_interval_seconds)
+    consumer = Consumer({**conf, **kafka_logging(settings, watch), "error_cb": watch.on_error})
     try:
-        meta = consumer.list_topics(args.topic, timeout=args.timeout)
+        try:
+            meta = consumer.list_topics(args.topic, timeout=args.timeout)
+        except KafkaException as e:
+            print(
+                f"error: Kafka brokers unreachable: {conf['bootstrap.servers']} (no metadata "
+                f"for {args.topic!r} within {args.timeout:g} s: {_kafka_text(e)}); check "
+                "kafka.bootstrap.servers and the network",
+                file=sys.stderr,
+            )
+            return int(ExitCode.KAFKA)
+        watch.up()
         tmeta = meta.topics.get(args.topic)
         if tmeta is None or tmeta.error is not None:
             print(f"error: topic {args.topic!r} not found on the broker")
@@ -335,6 +391,12 @@ def _preview(args: argparse.Namespace) -> int:
     finally:
         consumer.close()
     return 1 if failed or preflight.problems else 0
+
+
+def _kafka_text(error: Exception) -> str:
+    """librdkafka's words for a client error, without the KafkaError{...} wrapping."""
+    err = error.args[0] if error.args else None
+    return str(err.str()) if err is not None and hasattr(err, "str") else str(error)
 
 
 def vars_cost(cost: Any) -> dict[str, int]:

@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
+from connector.configcheck import describe
 from connector.errors import ConfigError
 from connector.safeyaml import load_yaml
 
@@ -49,13 +50,14 @@ SECRET_KEYS = frozenset(
 )
 MASK = "***"
 
-# Legacy hosts from seed 001, keyed by the host prefix users see in their dashboards.
+# The data centres the Data API overview lists (api-01..03), and its legacy hosts keyed by the
+# host prefix users see in their dashboards. Any other endpoint is given as moengage.base_url.
+DATA_CENTERS = ("01", "02", "03")
 LEGACY_HOSTS = {
     "api": "https://api.moengage.com",
     "api-eu": "https://api-eu.moengage.com",
     "api-serv3": "https://api-serv3.moengage.com",
 }
-_DC_RE = re.compile(r"^[0-9]{2}$")
 
 # Properties the connector owns: letting a user flip them would break at-least-once delivery.
 _FORCED_KAFKA = {"enable.auto.commit": False, "enable.auto.offset.store": False}
@@ -216,7 +218,8 @@ class TopicSpec(_Frozen):
 
 class MoEngageSettings(_Frozen):
     data_center: str | None = Field(
-        default=None, description="'01', '02', '03', ... or a legacy host: 'api', 'api-eu', ..."
+        default=None,
+        description="'01', '02' or '03' (quoted), or a legacy host: 'api', 'api-eu', 'api-serv3'",
     )
     base_url: str | None = Field(default=None, description="explicit endpoint, e.g. the sandbox")
     workspace_id: str | None = None
@@ -246,6 +249,13 @@ class MoEngageSettings(_Frozen):
         description="/readyz turns unready once no request has been accepted for this long while "
         "requests are retried or throttled; ready again at the next accepted request",
     )
+    startup_check_seconds: float = Field(
+        default=15.0,
+        ge=0,
+        description="at start-up the credentials are checked with one Get User API request (a "
+        "refusal: exit 3 before any record is read); without an answer it is retried this long, "
+        "then the connector starts anyway. 0 turns the check off",
+    )
     users_per_minute: int | None = Field(default=1000, ge=1)
     events_per_minute: int | None = Field(default=10_000, ge=1)
     rate_window_seconds: float = Field(
@@ -266,10 +276,14 @@ class MoEngageSettings(_Frozen):
     @field_validator("data_center")
     @classmethod
     def _known_dc(cls, v: str | None) -> str | None:
-        if v is None or _DC_RE.match(v) or v in LEGACY_HOSTS:
+        if v is None or v in DATA_CENTERS or v in LEGACY_HOSTS:
             return v
+        dcs = ", ".join(repr(k) for k in DATA_CENTERS)
         legacy = ", ".join(repr(k) for k in LEGACY_HOSTS)
-        raise ValueError(f"expected a two-digit data centre like '01', or one of {legacy}")
+        raise ValueError(
+            f"{v!r} is not a data centre the Data API overview lists: use one of {dcs} (or a "
+            f"legacy host: {legacy}); for any other endpoint set moengage.base_url instead"
+        )
 
     @field_validator("base_url")
     @classmethod
@@ -363,6 +377,12 @@ class LoggingSettings(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
     log_record_contents: bool = False
+    repeat_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="a repeated librdkafka line, and 'Kafka brokers unreachable', is written at "
+        "most once per this many seconds (with the count of repeats left out)",
+    )
 
     @field_validator("level", mode="before")
     @classmethod
@@ -526,9 +546,27 @@ _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def interpolate(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``.
+    Every variable that is not set (and has no default) is reported at once, at its key path."""
+    missing: list[tuple[str, str]] = []
+    out = _interpolate(value, environ, path, missing)
+    if missing:
+        raise ConfigError(_missing_problems(missing))
+    return out
+
+
+def _missing_problems(missing: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    names = sorted({name for _, name in missing})
+    problems = [(p, f"environment variable {name} is not set") for p, name in missing]
+    if len(names) > 1:
+        problems.append(("", f"environment variables not set: {', '.join(names)}"))
+    return problems
+
+
+def _interpolate(
+    value: Any, environ: Mapping[str, str], path: str, missing: list[tuple[str, str]]
+) -> Any:
     if isinstance(value, str):
-        missing: list[str] = []
 
         def sub(m: re.Match[str]) -> str:
             if m.group(0) == "$$":
@@ -538,17 +576,14 @@ def interpolate(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
                 return environ[name]
             if default is not None:
                 return default
-            missing.append(name)
-            return ""
+            missing.append((path, name))
+            return m.group(0)  # kept as written: the rest of the document is still validated
 
-        out = _VAR_RE.sub(sub, value)
-        if missing:
-            raise ConfigError([(path, f"environment variable {missing[0]} is not set")])
-        return out
+        return _VAR_RE.sub(sub, value)
     if isinstance(value, dict):
-        return {k: interpolate(v, environ, _join(path, str(k))) for k, v in value.items()}
+        return {k: _interpolate(v, environ, _join(path, str(k)), missing) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, environ, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_interpolate(v, environ, f"{path}[{i}]", missing) for i, v in enumerate(value)]
     return value
 
 
@@ -615,16 +650,17 @@ def parse_settings(raw: Any, *, base_dir: Path, environ: Mapping[str, str]) -> S
     """Validate an already-parsed YAML document; raise ConfigError listing every problem."""
     if not isinstance(raw, dict):
         raise ConfigError([("", "the configuration must be a YAML mapping")])
-    data = interpolate(raw, environ)
-    problems = url_credential_problems(data)
+    missing: list[tuple[str, str]] = []
+    data = _interpolate(raw, environ, "", missing)
+    problems = _missing_problems(missing) + url_credential_problems(data)
+    unset = {path for path, _ in missing}  # their values are not what will be run: no verdict
     try:
         settings = Settings.model_validate({**data, "base_dir": base_dir})
     except PydanticValidationError as e:
         for err in e.errors(include_url=False, include_input=False):
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (check the spelling against the configuration reference)"
-            problems.append((_loc_to_path(err["loc"]), msg))
+            path = _loc_to_path(err["loc"])
+            if path not in unset:
+                problems.append((path, describe(err, data, Settings, path)))
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)

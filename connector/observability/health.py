@@ -5,7 +5,8 @@ about assignments, the API's state and fatal errors; the server only reads it.
 
 - live: the run loop turned within ``max_silence_s``. A wedged loop cannot answer at all, so a
   probe's timeout also catches a blocked event loop.
-- ready: no fatal error, partitions assigned, and MoEngage taking requests: unready once requests
+- ready: no fatal error, the Kafka brokers in reach ("Kafka brokers unreachable: <bootstrap>"
+  otherwise), partitions assigned, and MoEngage taking requests: unready once requests
   have been retried (timeouts, 5xx, answers not from MoEngage) or held back by 429s for
   ``moengage.unready_after_seconds`` without one being accepted. Delivery words the reason
   ("throttled by MoEngage (429) for 75 s", "MoEngage unreachable: retrying for 40 s: HTTP 503 ...");
@@ -58,6 +59,7 @@ class HealthState:
         self._api_ok = True
         self._api_detail: str | None = None
         self._api_reason: str | None = None
+        self._kafka: str | None = None
 
     def alive_tick(self, now: float) -> None:
         """The run loop completed a turn."""
@@ -70,6 +72,11 @@ class HealthState:
         """The connector is stopping for good; the first reason is kept (later ones follow it)."""
         if self._fatal is None:
             self._fatal = redact(reason)
+
+    def set_kafka_problem(self, reason: str | None) -> None:
+        """Why the Kafka cluster is out of reach (None: it is not), shown before the partitions
+        check: with no broker answering, "no partitions assigned" would hide the cause."""
+        self._kafka = None if reason is None else redact(reason)
 
     def set_api_ok(self, ok: bool, detail: str | None = None) -> None:
         """Whether the last request got an answer that was not a 5xx (``detail``: what it was)."""
@@ -98,6 +105,7 @@ class HealthState:
             api = self._api_reason
         return {
             "fatal": (self._fatal is None, "ok" if self._fatal is None else self._fatal),
+            "kafka": (self._kafka is None, self._kafka or "ok"),
             "partitions": (
                 self._assigned > 0,
                 f"{self._assigned} partition(s) assigned"

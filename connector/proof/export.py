@@ -53,7 +53,12 @@ class ExportResult:
 
 
 class ExportError(ConnectorError):
-    """The Get User API gave no usable answer after every retry."""
+    """The Get User API gave no usable answer after every retry (``last``: the last answer, or
+    what happened instead, when there was one)."""
+
+    def __init__(self, message: str, last: str | None = None) -> None:
+        super().__init__(message)
+        self.last = last
 
 
 @dataclass(slots=True)
@@ -240,7 +245,8 @@ async def _with_retries(
             await sleep(delay)
     raise ExportError(
         f"the Get User API gave no usable answer in {max_attempts} attempts "
-        f"(last: {answer.describe()})"
+        f"(last: {answer.describe()})",
+        last=answer.describe(),
     )
 
 

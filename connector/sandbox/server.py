@@ -116,7 +116,7 @@ async def _data_request(request: web.Request, *, export: bool) -> web.Response:
     except ApiError as err:
         response = _error(err, request_id, state.settings.retry_after)
         error_type = err.error_type
-    state.count(response.status)
+    state.count(response.status, export=export)
     retry_after = response.headers.get("Retry-After")
     state.attempts.append(
         (time.time(), response.status, float(retry_after) if retry_after else None)

@@ -108,10 +108,13 @@ class Faults:
 
 @dataclass
 class Stats:
-    """Counters for ``/_sandbox/stats``; admin requests are not counted."""
+    """Counters for ``/_sandbox/stats``; admin requests are not counted. ``requests_*`` count
+    Bulk Import requests (what the connector's own request metrics count); Get User API
+    requests (the connector's start-up check, ``verify``) are counted apart."""
 
     requests_total: int = 0
     requests_by_status: dict[str, int] = field(default_factory=dict)
+    export_requests_by_status: dict[str, int] = field(default_factory=dict)
     accepted_requests: int = 0
     elements_by_type: dict[str, int] = field(default_factory=dict)
     actions_total: int = 0
@@ -171,10 +174,14 @@ class SandboxState:
     def observe_body(self, size: int) -> None:
         self.stats.max_body_bytes_seen = max(self.stats.max_body_bytes_seen, size)
 
-    def count(self, status: int) -> None:
-        self.stats.requests_total += 1
+    def count(self, status: int, *, export: bool = False) -> None:
         key = str(status)
-        self.stats.requests_by_status[key] = self.stats.requests_by_status.get(key, 0) + 1
+        if export:
+            by_status = self.stats.export_requests_by_status
+        else:
+            self.stats.requests_total += 1
+            by_status = self.stats.requests_by_status
+        by_status[key] = by_status.get(key, 0) + 1
 
     def transition(self, raw: bytes, request_id: str) -> None:
         """Validate, budget and apply one Bulk Import body (seed 000), or raise why not."""
@@ -281,6 +288,7 @@ class SandboxState:
         return {
             "requests_total": stats.requests_total,
             "requests_by_status": dict(stats.requests_by_status),
+            "export_requests_by_status": dict(stats.export_requests_by_status),
             "accepted_requests": stats.accepted_requests,
             "elements_by_type": dict(stats.elements_by_type),
             "actions_total": stats.actions_total,

@@ -9,6 +9,7 @@ safe because the loop is free while it awaits the consume call.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,9 +17,14 @@ from typing import Any
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from connector.observability.kafkalog import BrokerWatch, RepeatFilter
 from connector.offsets import TopicPartitionKey
 
 log = structlog.get_logger(__name__)
+
+METADATA_TIMEOUT = 5.0  # seconds: a metadata request that cannot be answered is tried again later
+PROBE_INTERVAL = 3.0  # seconds between "is the cluster back" metadata requests while it is not
+PROBE_TIMEOUT = 1.0
 
 RebalanceHook = Callable[
     [list[TopicPartitionKey]], Coroutine[Any, Any, dict[TopicPartitionKey, int]]
@@ -65,8 +71,13 @@ class KafkaSource:
         on_assign: RebalanceHook,
         on_revoke: RebalanceHook,
         on_lost: RebalanceHook,
+        watch: BrokerWatch | None = None,
     ) -> None:
         self._config = config
+        # Whether the cluster is in reach: connection errors go to it, not one line each.
+        self.watch = watch or BrokerWatch(str(config.get("bootstrap.servers", "")))
+        self._error_lines = RepeatFilter(self.watch.interval)
+        self._next_probe = 0.0
         self._topics = topics
         self._on_assign = on_assign
         self._on_revoke = on_revoke
@@ -106,7 +117,17 @@ class KafkaSource:
 
     def _error_cb(self, err: KafkaError) -> None:
         self.last_error = err
-        log.warning("kafka_error", error=err.str(), code=err.name(), fatal=err.fatal())
+        if self.watch.on_error(err):
+            return
+        suppressed = self._error_lines.admit((err.code(), err.str()))
+        if suppressed is not None or err.fatal():
+            log.warning(
+                "kafka_error",
+                error=err.str(),
+                code=err.name(),
+                fatal=err.fatal(),
+                repeats_suppressed=suppressed or 0,
+            )
 
     # ----- rebalance callbacks: on the kafka thread ---------------------------------------------
 
@@ -123,11 +144,15 @@ class KafkaSource:
         total = 0
         for topic in self._topics:
             try:
-                meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+                meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT).topics.get(topic)
             except KafkaException as e:
-                log.warning("metadata_failed", topic=topic, error=str(e))
+                err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+                # A connection failure before any broker answered: the "unreachable" line.
+                if err is None or not self.watch.on_error(err):
+                    log.warning("metadata_failed", topic=topic, error=err.str() if err else str(e))
                 self._total_stale = True  # keep the last known total; try again later
                 return
+            self.watch.up()
             if meta is not None and meta.error is None:
                 total += len(meta.partitions)
         if total:
@@ -136,6 +161,7 @@ class KafkaSource:
     def _assign_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = _keys(partitions)
         self._total_stale = True  # partitions may have been added: recount before next consume
+        self.watch.up()
         self.assignment.update(keys)
         self.fresh.update(keys)
         for key in keys:
@@ -167,10 +193,28 @@ class KafkaSource:
 
     def _consume_sync(self, max_messages: int, timeout: float) -> list[Message]:
         assert self._consumer is not None
-        if self._total_stale:  # here, outside any rebalance callback
+        if self.watch.down_since is not None:
+            self._probe(self._consumer)
+        elif self._total_stale:  # here, outside any rebalance callback
             self._refresh_total(self._consumer)
         msgs: list[Message] = self._consumer.consume(max_messages, timeout)
+        if self.watch.down_since is not None and any(m.error() is None for m in msgs):
+            self.watch.up()  # a record fetched: a broker answered
         return msgs
+
+    def _probe(self, consumer: Consumer) -> None:
+        """While the cluster is out of reach, a short metadata request every few seconds tells
+        when it is back (librdkafka says when brokers go down, not when they come back)."""
+        now = time.monotonic()
+        if now < self._next_probe:
+            return
+        self._next_probe = now + PROBE_INTERVAL
+        try:
+            consumer.list_topics(self._topics[0], timeout=PROBE_TIMEOUT)
+        except KafkaException:
+            return
+        self.watch.up()
+        self._total_stale = True
 
     async def commit(
         self, offsets: dict[TopicPartitionKey, tuple[int, int]]

@@ -44,7 +44,7 @@ def test_data_centre_selects_the_documented_endpoint(dc: str, url: str) -> None:
 
 def test_unknown_data_centre_is_reported_at_its_key() -> None:
     problems = _problems(minimal_raw(moengage={"data_center": "eu"}))
-    assert "two-digit" in problems["moengage.data_center"]
+    assert "use one of '01', '02', '03'" in problems["moengage.data_center"]
 
 
 def test_every_problem_is_reported_with_its_path() -> None:

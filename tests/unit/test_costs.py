@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from connector.batching import Cost
 from connector.flow import BudgetShare
@@ -137,6 +138,17 @@ def test_owning_nothing_keeps_the_last_share() -> None:
     share.update(4, 1.0)
     share.update(0, 2.0)
     assert budget.share == pytest.approx(4 / 12)
+
+
+def test_a_revoke_of_everything_writes_no_budget_share_line() -> None:
+    """The line says what the budget is: never 'owned_partitions: 0' next to a share it kept."""
+    share, _ = _share(rate_share=None, total=12)
+    with capture_logs() as logs:
+        share.update(4, 1.0)
+        share.update(0, 2.0)  # everything revoked
+        share.update(6, 3.0)
+    lines = [(e["owned_partitions"], e["share"]) for e in logs if e["event"] == "budget_share"]
+    assert lines == [(4, pytest.approx(4 / 12, abs=1e-4)), (6, 0.5)]
 
 
 def test_an_unknown_partition_total_leaves_the_share_alone() -> None:

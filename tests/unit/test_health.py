@@ -247,8 +247,27 @@ async def test_readyz_is_200_when_ready(client: Client, health: HealthState) -> 
     assert body == {
         "ready": True,
         "reason": "ok",
-        "checks": {"fatal": "ok", "partitions": "2 partition(s) assigned", "api": "ok"},
+        "checks": {
+            "fatal": "ok",
+            "kafka": "ok",
+            "partitions": "2 partition(s) assigned",
+            "api": "ok",
+        },
     }
+
+
+async def test_readyz_says_kafka_brokers_unreachable_rather_than_no_partitions(
+    client: Client, health: HealthState
+) -> None:
+    health.set_kafka_problem("Kafka brokers unreachable: 127.0.0.1:1,127.0.0.1:2")
+    async with client.get("/readyz?exclude=partitions") as r:
+        assert r.status == 503
+        body = await r.json()
+    assert body["reason"] == "Kafka brokers unreachable: 127.0.0.1:1,127.0.0.1:2"
+    health.set_kafka_problem(None)
+    health.set_assigned(1)
+    async with client.get("/readyz") as r:
+        assert r.status == 200
 
 
 async def test_readyz_says_why_while_throttled(client: Client, health: HealthState) -> None:
@@ -267,7 +286,7 @@ async def test_readyz_exclude_leaves_checks_out(client: Client, health: HealthSt
     health.set_api_ok(False)
     async with client.get("/readyz?exclude=partitions&exclude=api") as r:
         assert r.status == 200
-        assert set((await r.json())["checks"]) == {"fatal"}
+        assert set((await r.json())["checks"]) == {"fatal", "kafka"}
 
 
 async def test_readyz_refuses_an_unknown_exclusion(client: Client) -> None:

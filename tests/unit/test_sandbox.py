@@ -470,6 +470,31 @@ async def test_export_needs_credentials(sandbox: Start) -> None:
     assert (await send(client, lookup("a"), path=EXPORT, headers=headers))[0] == 401
 
 
+async def test_export_with_a_wrong_key_is_401_as_the_get_user_page_shows(sandbox: Start) -> None:
+    client = await sandbox()
+    wrong = base64.b64encode(f"{WS}:not-the-key".encode()).decode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Basic {wrong}"}
+    status, body, _ = await send(client, lookup("nobody"), path=EXPORT, headers=headers)
+    assert status == 401
+    assert_fail(
+        body,
+        "App Secret key mismatch. Please login to the dashboard to verify key",
+        "Authentication required",
+    )
+    status, body, _ = await send(client, lookup("nobody"), path=EXPORT)
+    assert (status, body["data"]["users_not_found"]) == (
+        200,
+        [{"identifier_type": "customer_id", "identifier": "nobody"}],
+    )
+    async with client.get("/_sandbox/stats") as response:
+        stats = await response.json()
+    # Counted apart from Bulk Import requests, which the connector's metrics compare with.
+    assert (stats["requests_total"], stats["export_requests_by_status"]) == (
+        0,
+        {"401": 1, "200": 1},
+    )
+
+
 async def test_accepted_requests_are_recorded_as_json_lines(sandbox: Start, tmp_path: Path) -> None:
     record = tmp_path / "requests.jsonl"
     client = await sandbox(record_path=str(record))
@@ -493,6 +518,7 @@ async def test_stats_count_requests_elements_and_bytes(sandbox: Start) -> None:
     assert stats == {
         "requests_total": 2,
         "requests_by_status": {"200": 1, "400": 1},
+        "export_requests_by_status": {},
         "accepted_requests": 1,
         "elements_by_type": {"customer": 1, "event": 1},
         "actions_total": 2,

@@ -1,6 +1,7 @@
 """User-facing text cites MoEngage's documentation by page name ("Bulk Import API", "Data API
 overview"), never the project's internal seed files, which users do not have: every string
-literal in the package (messages, CLI output, settings descriptions) and the README."""
+literal in the package (log messages, errors, CLI output and help, settings descriptions), the
+README, the shipped configuration examples and the Makefile, and the CLI's help as printed."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from connector.cli import _parser
 from connector.elements import _MESSAGES
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED_CITATION = re.compile(r"\bseeds? ?0\d\d|shared/seeds|\(seed\b", re.IGNORECASE)
+SEED_CITATION = re.compile(
+    r"\bseeds? ?0\d\d|shared/seeds|\(seed\b|\b00\d_[0-9a-f]{16}\b", re.IGNORECASE
+)
 
 
 def _string_literals(path: Path) -> list[tuple[int, str]]:
@@ -47,6 +51,36 @@ def test_the_readme_cites_no_seed_file() -> None:
         line for line in (ROOT / "README.md").read_text().splitlines() if SEED_CITATION.search(line)
     ]
     assert cited == []
+
+
+USER_FILES = sorted(
+    p
+    for p in [*(ROOT / "config").rglob("*"), ROOT / "Makefile", ROOT / "Dockerfile"]
+    if p.is_file()
+)
+
+
+@pytest.mark.parametrize("path", USER_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_shipped_example_or_build_file_cites_a_seed_file(path: Path) -> None:
+    cited = [
+        line for line in path.read_text(errors="replace").splitlines() if SEED_CITATION.search(line)
+    ]
+    assert cited == []
+
+
+def test_no_command_help_cites_a_seed_file() -> None:
+    parser = _parser()
+    helps = [parser.format_help()]
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        helps.extend(sub.format_help() for sub in action.choices.values())
+    assert len(helps) >= 6
+    assert [h for h in helps if SEED_CITATION.search(h)] == []
+
+
+def test_the_pattern_finds_what_it_guards_against() -> None:
+    for text in ("(seed 001)", "see seed 003", "../shared/seeds", "003_8fa5a8de02d8c9d8.txt"):
+        assert SEED_CITATION.search(text), text
+    assert not SEED_CITATION.search("--seed 4 (of the injected failures)")
 
 
 def test_validation_messages_name_moengage_pages() -> None:
