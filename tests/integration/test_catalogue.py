@@ -1,0 +1,146 @@
+"""Issue 14, the catalogue guard: three connector instances in one group, a topic whose records
+bring 400 distinct custom user attributes, MoEngage's default cap of 256 (not configured here).
+The account as the sandbox stores it never holds more than 256 custom attributes, across an
+instance killed with SIGKILL and restarted; records past the cap are dead-lettered with a message
+naming the cap; every record is delivered or dead-lettered."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from connector.devtools.broker import LocalBroker
+from connector.devtools.kafkautil import produce
+from connector.devtools.servers import SandboxProcess
+from tests.integration.conftest import (
+    ConnectorProcess,
+    all_committed,
+    base_config,
+    fresh_topic,
+    short_session,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+NAMES = 400
+CAP = 256  # MoEngage's default, which the connector applies when nothing is configured
+PARTITIONS = 6
+STANDARD = {"first_name"}  # a standard attribute: every record sends it, it never counts
+
+
+def rows(start: int, count: int) -> list[tuple[bytes, bytes]]:
+    """Customer ``c<i>`` with ``first_name`` and one custom attribute ``attr_<i mod 400>``."""
+    out = []
+    for i in range(start, start + count):
+        cid = f"c{i:05d}"
+        element = {
+            "type": "customer",
+            "customer_id": cid,
+            "attributes": {"first_name": "Ann", f"attr_{i % NAMES:03d}": i},
+        }
+        out.append((cid.encode(), orjson.dumps(element)))
+    return out
+
+
+def custom_names(sandbox: SandboxProcess) -> set[str]:
+    """The account's distinct custom user attributes, as the sandbox stores its customers."""
+    users = sandbox.admin("GET", "users")
+    return {name for u in users.values() for name in u["attributes"]} - STANDARD
+
+
+def dead_letters(bootstrap: str, topic: str) -> dict[str, dict[str, str]]:
+    """Key -> headers of every record on the dead-letter topic (read until nothing more)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader"})
+    c.assign([TopicPartition(topic, 0, 0)])
+    out: dict[str, dict[str, str]] = {}
+    try:
+        while (m := c.poll(2)) is not None:
+            if m.error() is None:
+                headers = {k: (v or b"").decode() for k, v in m.headers() or []}
+                out[(m.key() or b"").decode()] = headers
+    finally:
+        c.close()
+    return out
+
+
+def test_three_instances_never_pass_the_accounts_attribute_cap_across_a_kill_and_restart(
+    broker: LocalBroker,
+    sandbox: SandboxProcess,
+    connector: Callable[..., ConnectorProcess],
+    names: Callable[[str], str],
+) -> None:
+    topic = fresh_topic(broker, names("catalogue"), PARTITIONS)
+    dlq = fresh_topic(broker, names("catalogue-dlq"), 1)
+    group = names("group")
+    spec = {
+        "name": topic,
+        "format": "json",
+        "transform": {"function": "connector.transforms.builtin:passthrough"},
+        "on_error": "dlq",
+        "dead_letter_topic": dlq,
+    }
+    cfg = short_session(base_config(broker, sandbox.url, group, [spec]))
+    # This test's own account: the session's other tests share the default claims topic.
+    cfg["catalogue"] = {"topic": names("moengage-connector.catalogue.it")}
+    ends = produce(broker.bootstrap, topic, rows(0, 2 * NAMES))
+    largest = 0
+
+    def watched(cond: Callable[[], Any]) -> Callable[[], Any]:
+        """``cond``, sampling the sandbox's catalogue on every poll."""
+
+        def check() -> Any:
+            nonlocal largest
+            largest = max(largest, len(custom_names(sandbox)))
+            return cond()
+
+        return check
+
+    procs = [connector(cfg) for _ in range(3)]
+    wait_until(watched(lambda: largest >= 60), 90, "the group claiming attributes")
+    procs[2].stop(signal.SIGKILL)
+    procs.append(connector(cfg))  # the killed instance restarted: it replays the claims log
+    # More records once it runs again: judged against the catalogue it read back.
+    at_kill = largest
+    ready = wait_until(
+        lambda: [e for e in procs[3].log_events() if e.get("event") == "catalogue_ready"],
+        60,
+        "the restarted instance reading the claims log",
+    )
+    more = produce(broker.bootstrap, topic, rows(2 * NAMES, NAMES))
+    ends = {p: max(ends.get(p, 0), more.get(p, 0)) for p in range(PARTITIONS)}
+    wait_until(
+        watched(lambda: all_committed(broker.bootstrap, group, topic, ends)),
+        120,
+        "every offset committed",
+    )
+    for p in (procs[0], procs[1], procs[3]):
+        assert p.stop() == 0
+
+    stored = custom_names(sandbox)
+    users = sandbox.admin("GET", "users")
+    dead = dead_letters(broker.bootstrap, dlq)
+    print(
+        f"catalogue: {len(stored)} custom attributes stored (largest seen {largest}), "
+        f"{len(users)} customers delivered, {len(dead)} records dead-lettered; "
+        f"{at_kill} stored at the kill, {ready[0]['user_attributes']} claimed at the restart"
+    )
+    assert largest <= CAP
+    assert len(stored) == CAP  # the cap was used in full, and not passed
+    # Nothing lost: every record delivered or dead-lettered, never both.
+    produced = {key.decode() for key, _ in rows(0, 3 * NAMES)}
+    assert set(users) | set(dead) == produced
+    assert set(users) & set(dead) == set()
+    refused = {f"attr_{int(cid[1:]) % NAMES:03d}" for cid in dead}
+    assert len(refused) == NAMES - CAP
+    assert refused.isdisjoint(stored)
+    for headers in dead.values():
+        assert headers["moengage.error.stage"] == "policy"
+        assert headers["moengage.error.rule"] == "policy.catalogue.user_attributes"
+        message = headers["moengage.error.message"]
+        assert f"cap of {CAP} distinct custom user attributes ({CAP} in use" in message
