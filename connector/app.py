@@ -363,7 +363,9 @@ class Connector:
         try:
             await self.catalogue.start()
         except ConnectorError as e:  # the claims topic cannot be used, or the seed file is bad
-            self._fail(e, ExitCode.CONFIG if isinstance(e, ConfigError) else ExitCode.KAFKA)
+            code = ExitCode.CONFIG if isinstance(e, ConfigError) else ExitCode.KAFKA
+            log.error("connector_stopped", reason=str(e), exit_code=int(code))
+            self._fail(e, code)
             return False
         return True
 

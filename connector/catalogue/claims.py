@@ -141,8 +141,10 @@ class ClaimsLog:
         loop = asyncio.get_running_loop()
         if self._consumer is not None:
             await loop.run_in_executor(self._reader, self._consumer.close)
+            self._consumer = None
         if self._producer is not None:
             await loop.run_in_executor(self._writer, self._producer.flush, 5.0)
+            self._producer = None
         self._reader.shutdown(wait=False)
         self._writer.shutdown(wait=False)
         for fut in self._waiting.values():

@@ -102,7 +102,7 @@ class CatalogueGuard:
             "catalogue_ready",
             topic=self.log.topic,
             claims_read=self.log.claims_read,
-            caps=repr(self.catalogue.limits),
+            caps=self._caps(),
             **self.catalogue.sizes(),
         )
 
@@ -168,13 +168,15 @@ class CatalogueGuard:
         """The catalogue changed: refresh the hot path's set and the metrics."""
         self._passable = self.catalogue.user_attributes | STANDARD_USER_ATTRIBUTES
         if self._metrics is not None:
-            lim = self.catalogue.limits
-            caps = {
-                USER_ATTRIBUTES: lim.user_attributes,
-                EVENTS: lim.events,
-                EVENT_ATTRIBUTES: lim.event_attributes,
-            }
-            self._metrics.catalogue_size(self.catalogue.sizes(), caps)
+            self._metrics.catalogue_size(self.catalogue.sizes(), self._caps())
+
+    def _caps(self) -> dict[str, int]:
+        lim = self.catalogue.limits
+        return {
+            USER_ATTRIBUTES: lim.user_attributes,
+            EVENTS: lim.events,
+            EVENT_ATTRIBUTES: lim.event_attributes,
+        }
 
 
 def _counts(names: Names) -> dict[str, int]:

@@ -6,16 +6,21 @@ naming the cap; every record is delivered or dead-lettered."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from connector.catalogue.guard import CatalogueGuard, CatalogueUnavailable
+from connector.catalogue.rule import CatalogueError, Names
+from connector.config import parse_settings
 from connector.devtools.broker import LocalBroker
-from connector.devtools.kafkautil import produce
+from connector.devtools.kafkautil import end_offsets, produce
 from connector.devtools.servers import SandboxProcess
 from tests.integration.conftest import (
     ConnectorProcess,
@@ -25,6 +30,8 @@ from tests.integration.conftest import (
     short_session,
     wait_until,
 )
+from tests.unit.configs import minimal_raw
+from tests.unit.test_catalogue import customer, prepared
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +151,68 @@ def test_three_instances_never_pass_the_accounts_attribute_cap_across_a_kill_and
         assert headers["moengage.error.rule"] == "policy.catalogue.user_attributes"
         message = headers["moengage.error.message"]
         assert f"cap of {CAP} distinct custom user attributes ({CAP} in use" in message
+
+
+def test_the_claims_log_seeds_decides_races_in_log_order_and_replays_on_restart(
+    broker: LocalBroker, names: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The claims log on the real broker, without connector processes: a seed file written as
+    claims at start-up, two instances racing for the last free name, a restarted reader."""
+    claims = names("claims")
+    seed = tmp_path / "seed.yaml"
+    seed.write_text("user_attributes: [plan, tier]\nevents:\n  Buy: [sku]\n")
+    raw = minimal_raw(
+        kafka={"bootstrap.servers": broker.bootstrap, "group.id": names("g")},
+        catalogue={"topic": claims, "max_user_attributes": 3, "seed_file": "seed.yaml"},
+    )
+    settings = parse_settings(raw, base_dir=tmp_path, environ={})
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        first, second = CatalogueGuard(settings, "WS"), CatalogueGuard(settings, "WS")
+        await first.start()  # creates the topic, writes the seed
+        await second.start()  # reads it; the seed's names are claimed already
+        assert second.catalogue.user_attributes == {"plan", "tier"}
+        results = await asyncio.gather(
+            first.claim(Names({"from_first"})),
+            second.claim(Names({"from_second"})),
+            return_exceptions=True,
+        )
+        views = [first.catalogue.user_attributes, second.catalogue.user_attributes]
+        await asyncio.gather(first.close(), second.close())
+        restarted = CatalogueGuard(settings, "WS")
+        await restarted.start()
+        views.append(restarted.catalogue.user_attributes)
+        assert restarted.catalogue.events == {"Buy": {"sku"}}
+        with pytest.raises(CatalogueError, match=r"\(3 in use"):
+            restarted.admit(prepared(customer(x=1)))
+        await restarted.close()
+        return results, views
+
+    results, views = asyncio.run(scenario())
+    winners = [r for r in results if r is None]
+    losers = [r for r in results if isinstance(r, CatalogueError)]
+    assert (len(winners), len(losers)) == (1, 1), results
+    assert "cap of 3 distinct custom user attributes (3 in use" in losers[0].message
+    assert views[0] == views[1] == views[2]
+    assert len(views[0]) == 3
+    assert end_offsets(broker.bootstrap, claims).keys() == {0}  # created with one partition
+
+
+def test_a_claims_topic_of_several_partitions_is_refused(
+    broker: LocalBroker, names: Callable[[str], str]
+) -> None:
+    claims = fresh_topic(broker, names("claims"), 2)
+    raw = minimal_raw(
+        kafka={"bootstrap.servers": broker.bootstrap, "group.id": names("g")},
+        catalogue={"topic": claims},
+    )
+    guard = CatalogueGuard(parse_settings(raw, base_dir=Path("."), environ={}), "WS")
+
+    async def start() -> None:
+        try:
+            await guard.start()
+        finally:
+            await guard.close()
+
+    with pytest.raises(CatalogueUnavailable, match="has 2 partitions"):
+        asyncio.run(start())
