@@ -93,8 +93,6 @@ def test_three_instances_never_pass_the_accounts_attribute_cap_across_a_kill_and
         "dead_letter_topic": dlq,
     }
     cfg = short_session(base_config(broker, sandbox.url, group, [spec]))
-    # This test's own account: the session's other tests share the default claims topic.
-    cfg["catalogue"] = {"topic": names("moengage-connector.catalogue.it")}
     ends = produce(broker.bootstrap, topic, rows(0, 2 * NAMES))
     largest = 0
 
