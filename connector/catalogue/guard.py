@@ -48,7 +48,8 @@ def claims_topic(settings: CatalogueSettings, workspace_id: str) -> str:
 
 
 def load_seed(path: Path) -> Names:
-    """The names of a seed file (YAML: ``user_attributes: [..]``, ``events: {name: [..]}``)."""
+    """The names of a seed file (YAML: ``user_attributes: [..]``, ``events: {name: [..]}``);
+    standard and system user attributes are dropped (they never count)."""
     try:
         data = load_yaml(path.read_text(encoding="utf-8"), str(path))
         if not isinstance(data, dict):
@@ -56,9 +57,11 @@ def load_seed(path: Path) -> Names:
         unknown = set(data) - {"user_attributes", "events"}
         if unknown:
             raise ValueError(f"unknown keys {sorted(unknown)}")
-        return Names.from_json(data)
+        names = Names.from_json(data)
     except (OSError, ValueError) as e:
         raise ConfigError([("catalogue.seed_file", f"{path}: {e}")]) from e
+    names.user_attributes = {n for n in names.user_attributes if is_custom(n)}  # standard: free
+    return names
 
 
 class CatalogueGuard:
@@ -102,7 +105,7 @@ class CatalogueGuard:
             "catalogue_ready",
             topic=self.log.topic,
             claims_read=self.log.claims_read,
-            caps=self._caps(),
+            caps=self.caps(),
             **self.catalogue.sizes(),
         )
 
@@ -174,9 +177,9 @@ class CatalogueGuard:
         """The catalogue changed: refresh the hot path's set and the metrics."""
         self._passable = self.catalogue.user_attributes | STANDARD_USER_ATTRIBUTES
         if self._metrics is not None:
-            self._metrics.catalogue_size(self.catalogue.sizes(), self._caps())
+            self._metrics.catalogue_size(self.catalogue.sizes(), self.caps())
 
-    def _caps(self) -> dict[str, int]:
+    def caps(self) -> dict[str, int]:
         lim = self.catalogue.limits
         return {
             USER_ATTRIBUTES: lim.user_attributes,

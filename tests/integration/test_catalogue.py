@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -214,3 +216,38 @@ def test_a_claims_topic_of_several_partitions_is_refused(
 
     with pytest.raises(CatalogueUnavailable, match="has 2 partitions"):
         asyncio.run(start())
+
+
+def test_the_cli_seeds_the_claims_log_and_shows_it(
+    broker: LocalBroker, names: Callable[[str], str], tmp_path: Path
+) -> None:
+    claims = names("claims")
+    cfg = minimal_raw(
+        kafka={"bootstrap.servers": broker.bootstrap, "group.id": names("g")},
+        catalogue={"topic": claims},
+    )
+    config = tmp_path / "c.yaml"
+    config.write_text(orjson.dumps(cfg).decode())  # JSON is YAML
+    seed = tmp_path / "names.yaml"
+    seed.write_text("user_attributes: [plan, first_name]\nevents:\n  Buy: [sku]\n")
+
+    def cli(*args: str) -> Any:
+        result = subprocess.run(
+            [sys.executable, "-m", "connector", "catalogue", *args, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return orjson.loads(result.stdout)
+
+    seeded = cli("seed", "--file", str(seed))
+    held = {"user_attributes": ["plan"], "events": {"Buy": ["sku"]}}  # first_name is standard
+    assert seeded["seeded"] == held
+    again = cli("seed", "--file", str(seed))
+    assert again["seeded"] == {"user_attributes": [], "events": {}}  # held already: no claim
+    shown = cli("show")
+    assert shown["topic"] == claims
+    assert shown["names"] == held
+    assert shown["caps"] == {"user_attributes": 256, "events": 512, "event_attributes": 100}

@@ -232,7 +232,7 @@ def test_defaults_are_moengages_caps() -> None:
 
 def test_a_seed_file_is_read_and_a_bad_one_names_its_key(tmp_path: Path) -> None:
     path = tmp_path / "seed.yaml"
-    path.write_text("user_attributes: [plan, tier]\nevents:\n  Buy: [sku]\n  Open:\n")
+    path.write_text("user_attributes: [plan, tier, email]\nevents:\n  Buy: [sku]\n  Open:\n")
     assert load_seed(path) == Names({"plan", "tier"}, {"Buy": {"sku"}, "Open": set()})
     path.write_text("users: [plan]\n")
     with pytest.raises(ConfigError, match=r"catalogue\.seed_file"):
