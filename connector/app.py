@@ -3,6 +3,7 @@
 A record flows one way through the parts:
 
     source (consumer.py) → checkpoint.track (checkpoint.py) → processor (processing.py)
+      → catalogue guard (catalogue/; a record with new names awaits its claim)
       → delivery lanes (sink/delivery.py) → 200: slot acknowledged → checkpoint.commit
                     └→ bad input (badinput.py): fail / skip / dead-letter, then acknowledged
 
