@@ -240,6 +240,13 @@ def _validate(args: argparse.Namespace) -> int:
         log_level(settings)
     except ConfigError as e:
         problems.extend(e.problems)
+    if settings.catalogue.seed_file is not None:
+        from connector.catalogue.guard import load_seed  # noqa: PLC0415
+
+        try:
+            load_seed(settings.base_dir / settings.catalogue.seed_file)
+        except ConfigError as e:
+            problems.extend(e.problems)
     if problems:
         _print_problems(ConfigError(problems))
         return 1

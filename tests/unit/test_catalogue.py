@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from connector import cli
 from connector.batching import Cost, encode
 from connector.catalogue.guard import CatalogueGuard, claims_topic, load_seed
 from connector.catalogue.rule import (
@@ -291,3 +293,13 @@ def test_the_catalogue_size_is_a_gauge_per_kind() -> None:
     assert sample("catalogue_names", "event_attributes") == 2  # the most any one event has
     assert sample("catalogue_cap", "events") == 7
     assert sample("catalogue_cap", "user_attributes") == 256
+
+
+def test_validate_reads_the_seed_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(orjson.dumps(minimal_raw(catalogue={"seed_file": "names.yaml"})).decode())
+    (tmp_path / "names.yaml").write_text("users: [plan]\n")
+    assert cli.main(["validate", "--config", str(config)]) == 1
+    assert "error: catalogue.seed_file:" in capsys.readouterr().out
+    (tmp_path / "names.yaml").write_text("user_attributes: [plan]\n")
+    assert cli.main(["validate", "--config", str(config)]) == 0
