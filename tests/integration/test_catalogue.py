@@ -1,8 +1,9 @@
 """Issue 14, the catalogue guard: three connector instances in one group, a topic whose records
 bring 400 distinct custom user attributes, MoEngage's default cap of 256 (not configured here).
-The account as the sandbox stores it never holds more than 256 custom attributes, across an
-instance killed with SIGKILL and restarted; records past the cap are dead-lettered with a message
-naming the cap; every record is delivered or dead-lettered."""
+The account as the sandbox stores it never holds more than 256 custom attributes, and no request
+the connector sent carried more (so the check holds whether or not the sandbox enforces the cap
+itself), across an instance killed with SIGKILL and restarted; records past the cap are
+dead-lettered with a message naming the cap; every record is delivered or dead-lettered."""
 
 from __future__ import annotations
 
@@ -63,6 +64,16 @@ def custom_names(sandbox: SandboxProcess) -> set[str]:
     return {name for u in users.values() for name in u["attributes"]} - STANDARD
 
 
+def sent_names(record_file: Path) -> set[str]:
+    """Distinct custom user attributes in every request body the sandbox accepted: what the
+    connector sent, whatever the sandbox then stores."""
+    names: set[str] = set()
+    for line in record_file.read_bytes().splitlines():
+        for element in orjson.loads(line)["body"]["elements"]:
+            names.update(element.get("attributes", {}))
+    return names - STANDARD
+
+
 def dead_letters(bootstrap: str, topic: str) -> dict[str, dict[str, str]]:
     """Key -> headers of every record on the dead-letter topic (read until nothing more)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader"})
@@ -80,10 +91,13 @@ def dead_letters(bootstrap: str, topic: str) -> dict[str, dict[str, str]]:
 
 def test_three_instances_never_pass_the_accounts_attribute_cap_across_a_kill_and_restart(
     broker: LocalBroker,
-    sandbox: SandboxProcess,
+    sandbox_factory: Callable[..., SandboxProcess],
     connector: Callable[..., ConnectorProcess],
     names: Callable[[str], str],
+    tmp_path: Path,
 ) -> None:
+    record = tmp_path / "accepted.jsonl"
+    sandbox = sandbox_factory("--record", str(record))
     topic = fresh_topic(broker, names("catalogue"), PARTITIONS)
     dlq = fresh_topic(broker, names("catalogue-dlq"), 1)
     group = names("group")
@@ -139,6 +153,7 @@ def test_three_instances_never_pass_the_accounts_attribute_cap_across_a_kill_and
     )
     assert largest <= CAP
     assert len(stored) == CAP  # the cap was used in full, and not passed
+    assert sent_names(record) == stored  # nothing past the cap was even sent
     # Nothing lost: every record delivered or dead-lettered, never both.
     produced = {key.decode() for key, _ in rows(0, 3 * NAMES)}
     assert set(users) | set(dead) == produced
