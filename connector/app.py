@@ -3,6 +3,7 @@
 A record flows one way through the parts:
 
     source (consumer.py) → checkpoint.track (checkpoint.py) → processor (processing.py)
+      → catalogue guard (catalogue/; a record with new names awaits its claim)
       → delivery lanes (sink/delivery.py) → 200: slot acknowledged → checkpoint.commit
                     └→ bad input (badinput.py): fail / skip / dead-letter, then acknowledged
 
@@ -28,11 +29,14 @@ from aiohttp import web
 from confluent_kafka import KafkaError, Message
 
 from connector.badinput import BadInputRouter
+from connector.catalogue.guard import CatalogueUnavailable, make_guard
+from connector.catalogue.rule import Names
 from connector.checkpoint import Checkpoint
 from connector.config import Credentials, Settings
 from connector.credcheck import check_credentials
 from connector.errors import (
     BadRecordError,
+    ConfigError,
     ConnectorError,
     ExitCode,
     FatalApiError,
@@ -44,7 +48,7 @@ from connector.observability.health import HealthState, fatal_reason, serve_obse
 from connector.observability.kafkalog import BrokerWatch, kafka_logging
 from connector.observability.metrics import Metrics
 from connector.offsets import Slot, TopicPartitionKey
-from connector.processing import Prepared, RecordProcessor
+from connector.processing import Prepared, RecordProcessor, message_ref
 from connector.proof.delivered import open_delivered_log
 from connector.ratelimit import Budget
 from connector.sink.client import MoEngageClient
@@ -77,6 +81,7 @@ class Connector:
         self.metrics = metrics or Metrics()
         self.health = HealthState(now=loop.time())
         self.processor = RecordProcessor(settings)
+        self.catalogue = make_guard(settings, credentials.workspace_id, self.metrics)
         kafka = settings.librdkafka_config()
         watch = BrokerWatch(kafka["bootstrap.servers"], settings.logging.repeat_interval_seconds)
         self.source = KafkaSource(
@@ -213,7 +218,10 @@ class Connector:
         )
         self.delivery.start()
         try:
-            if not await self._credentials_accepted():
+            started = await self._credentials_accepted() and (
+                self.catalogue is None or await self._catalogue_started()
+            )
+            if not started:
                 await self.source.close()  # never subscribed: nothing read, nothing to commit
                 return int(self.exit_code)
             await self.source.start()
@@ -221,6 +229,8 @@ class Connector:
             await self._shutdown()
         finally:
             await self.delivery.stop()
+            if self.catalogue is not None:
+                await self.catalogue.close()
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
         return int(self.exit_code)
@@ -371,8 +381,7 @@ class Connector:
             return None
         except SchemaRegistryError as e:
             return self._after_registry(msg, slot, e, now)
-        self._hand_over(slot, prepared, now)
-        return None
+        return self._admit(msg, slot, prepared, now)
 
     async def _after_registry(
         self, msg: Message, slot: Slot, error: SchemaRegistryError, now: float
@@ -387,6 +396,53 @@ class Connector:
             return  # the record keeps its hold and is not committed
         except SchemaRegistryError as e:  # not bad input: the record is fine, the registry not
             self._fail(e, ExitCode.SCHEMA_REGISTRY)
+            return
+        claiming = self._admit(msg, slot, prepared, now)
+        if claiming is not None:
+            await claiming
+
+    # ----- the catalogue guard (connector/catalogue/) -------------------------------------------
+
+    async def _catalogue_started(self) -> bool:
+        """Read the claims log to its end before the first record; False: the connector stops."""
+        assert self.catalogue is not None
+        try:
+            await self.catalogue.start()
+        except ConnectorError as e:  # the claims topic cannot be used, or the seed file is bad
+            code = ExitCode.CONFIG if isinstance(e, ConfigError) else ExitCode.KAFKA
+            log.error("connector_stopped", reason=str(e), exit_code=int(code))
+            self._fail(e, code)
+            return False
+        return True
+
+    def _admit(
+        self, msg: Message, slot: Slot, prepared: list[Prepared], now: float
+    ) -> Coroutine[Any, Any, None] | None:
+        """The record's names past the catalogue guard, then :meth:`_hand_over`. Returns a
+        coroutine (the loop awaits it) when the record brings names to claim first."""
+        guard = self.catalogue
+        if guard is not None:
+            try:
+                new = guard.admit(prepared)
+            except BadRecordError as e:
+                self.router.route(slot, e.at(message_ref(msg)), msg)
+                return None
+            if new is not None:
+                return self._after_claim(msg, slot, prepared, new, now)
+        self._hand_over(slot, prepared, now)
+        return None
+
+    async def _after_claim(
+        self, msg: Message, slot: Slot, prepared: list[Prepared], new: Names, now: float
+    ) -> None:
+        assert self.catalogue is not None
+        try:
+            await self.catalogue.claim(new)
+        except BadRecordError as e:  # the log gave the last free names to an earlier claim
+            self.router.route(slot, e.at(message_ref(msg)), msg)
+            return
+        except CatalogueUnavailable as e:  # the record keeps its hold and is not committed
+            self._fail(e, ExitCode.KAFKA)
             return
         self._hand_over(slot, prepared, now)
 

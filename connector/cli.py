@@ -1,4 +1,4 @@
-"""Command line: run, validate, preview, verify, sandbox, and the helpers dev and produce."""
+"""Command line: run, validate, preview, verify, catalogue, sandbox; the helpers dev and produce."""
 
 from __future__ import annotations
 
@@ -133,6 +133,19 @@ def _parser() -> argparse.ArgumentParser:
         help="print the sent and returned values of mismatched attributes (personal data)",
     )
 
+    cat = sub.add_parser(
+        "catalogue",
+        help="show or seed the catalogue guard's claims log",
+        description="'show': read the claims log to its end and print the account's names and "
+        "caps as the catalogue guard counts them (JSON). 'seed': write the names of a YAML file "
+        "(user_attributes: [..], events: {name: [attributes]}) that the account already has "
+        "and the log does not hold yet. Exit 6 if the claims topic cannot be used.",
+        epilog=EPILOG,
+    )
+    cat.add_argument("action", choices=["show", "seed"])
+    cat.add_argument("--config", required=True, help="path of the YAML configuration")
+    cat.add_argument("--file", default=None, metavar="FILE", help="the names to seed ('seed')")
+
     sb = sub.add_parser(
         "sandbox",
         help="run the local MoEngage Data API sandbox",
@@ -199,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "validate": _validate,
         "preview": _preview,
         "verify": _verify,
+        "catalogue": _catalogue,
         "sandbox": _sandbox,
         "dev": devenv.run_dev,
         "produce": produce_cmd.produce_file,
@@ -282,6 +296,13 @@ def _validate(args: argparse.Namespace) -> int:
     problems.extend(p.as_pair() for p in preflight.problems if p.where not in known)
     for note in preflight.notes:
         print(f"note: {note}")
+    if settings.catalogue.seed_file is not None:
+        from connector.catalogue.guard import load_seed  # noqa: PLC0415
+
+        try:
+            load_seed(settings.base_dir / settings.catalogue.seed_file)
+        except ConfigError as e:
+            problems.extend(e.problems)
     if problems:
         _print_problems(ConfigError(problems))
         return 1
@@ -431,6 +452,32 @@ def _verify(args: argparse.Namespace) -> int:
         return 1
     print(report.render(show_values=args.show_values))
     return report.exit_code
+
+
+def _catalogue(args: argparse.Namespace) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from connector.catalogue import command  # noqa: PLC0415
+
+    settings = load_settings(args.config)
+    if args.action == "seed" and not args.file:
+        print("error: 'catalogue seed' needs --file FILE", file=sys.stderr)
+        return 2
+    # The default claims topic is named after the workspace; a configured one needs no secret.
+    workspace = "" if settings.catalogue.topic else resolve_credentials(settings).workspace_id
+    _configure_logging(settings)
+    try:
+        if args.action == "show":
+            out = asyncio.run(command.show(settings, workspace))
+        else:
+            out = asyncio.run(command.seed(settings, workspace, Path(args.file)))
+    except ConfigError:
+        raise
+    except ConnectorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 6
+    print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+    return 0
 
 
 def _sandbox(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
+from connector.catalogue.settings import CatalogueSettings
 from connector.configcheck import describe
 from connector.errors import ConfigError
 from connector.safeyaml import load_yaml
@@ -446,6 +447,7 @@ class Settings(_Frozen):
     validation: ValidationSettings = ValidationSettings()
     logging: LoggingSettings = LoggingSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    catalogue: CatalogueSettings = CatalogueSettings()
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @field_validator("kafka")

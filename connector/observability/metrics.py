@@ -207,6 +207,16 @@ class Metrics:
         self._ready = Gauge(
             f"{p}ready", "1 when the connector is ready (see /readyz), else 0.", registry=reg
         )
+        self._catalogue = Gauge(
+            f"{p}catalogue_names",
+            "Names the account's catalogue holds, as the claims log says, per kind: "
+            "user_attributes, events, event_attributes (the most any one event has).",
+            ["kind"],
+            registry=reg,
+        )
+        self._catalogue_cap = Gauge(
+            f"{p}catalogue_cap", "The catalogue guard's cap per kind.", ["kind"], registry=reg
+        )
         Info(f"{p}build", "Connector version.", registry=reg).info({"version": __version__})
 
         # Pre-bound children: the hot paths never call .labels() for a known label set.
@@ -367,6 +377,13 @@ class Metrics:
             self._token_wait.inc(seconds)
 
     # ----- health -------------------------------------------------------------------------------
+
+    def catalogue_size(self, sizes: Mapping[str, int], caps: Mapping[str, int]) -> None:
+        """The catalogue guard's view of the account (kinds are fixed names, never names)."""
+        for kind, n in sizes.items():
+            self._catalogue.labels(kind=kind).set(n)
+        for kind, n in caps.items():
+            self._catalogue_cap.labels(kind=kind).set(n)
 
     def set_ready(self, ready: bool) -> None:
         self._ready.set(1 if ready else 0)

@@ -206,6 +206,8 @@ def base_config(
         "logging": {"level": "info", "format": "json"},
         # Several connectors run at once here: each takes a free port for /metrics and probes.
         "observability": {"host": "127.0.0.1", "port": 0},
+        # Each test its own account catalogue: the session's tests share one workspace id.
+        "catalogue": {"topic": f"moengage-connector.catalogue.{group}"},
     }
     if registry_url:
         cfg["schema_registry"] = {"url": registry_url}

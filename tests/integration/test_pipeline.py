@@ -205,6 +205,8 @@ def test_no_request_body_exceeds_the_limit_with_large_records(
         max_request_bytes=limit,
         linger_ms=2000,
     )
+    # 120 attributes per event: an account whose per-event cap (100) was raised.
+    cfg["catalogue"]["max_event_attributes"] = 200
     proc = connector(cfg)
     wait_until(lambda: all_committed(broker.bootstrap, group, topic, ends), 90, "all committed")
     assert proc.stop() == 0
