@@ -190,10 +190,9 @@ async def _main(args: argparse.Namespace) -> int:
     # built here so that '--only setup' builds everything '--only whole' does.
     whole_conn = _connector()
     epoch = whole_conn.checkpoint.epoch
-    guard = whole_conn.catalogue
-    if guard is not None:  # the guard's lookups of names it holds: the steady state, no claims
-        for msg in msgs:
-            guard.assume(names_of(p[3] for p in whole_conn.processor.process(msg)))
+    # The guard's lookups of names it holds: the steady state, no claims.
+    for msg in msgs:
+        whole_conn.catalogue.assume(names_of(p[3] for p in whole_conn.processor.process(msg)))
 
     def whole() -> None:
         take = whole_conn.take

@@ -29,7 +29,7 @@ from aiohttp import web
 from confluent_kafka import KafkaError, Message
 
 from connector.badinput import BadInputRouter
-from connector.catalogue.guard import CatalogueUnavailable, make_guard
+from connector.catalogue.guard import CatalogueUnavailable, CatalogueUnreachable, make_guard
 from connector.catalogue.rule import Names
 from connector.checkpoint import Checkpoint
 from connector.config import Credentials, Settings
@@ -56,6 +56,7 @@ from connector.sink.delivery import make_delivery
 from connector.source.consumer import KafkaSource
 
 log = structlog.get_logger(__name__)
+_UNREACHABLE_RETRY_SECONDS = 5.0  # between attempts to open the claims log while Kafka is out
 
 # Each stops the connector cleanly; a second one during the drain ends the grace period.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -81,9 +82,14 @@ class Connector:
         self.metrics = metrics or Metrics()
         self.health = HealthState(now=loop.time())
         self.processor = RecordProcessor(settings)
-        self.catalogue = make_guard(settings, credentials.workspace_id, self.metrics)
         kafka = settings.librdkafka_config()
         watch = BrokerWatch(kafka["bootstrap.servers"], settings.logging.repeat_interval_seconds)
+        self.catalogue = make_guard(
+            settings,
+            credentials.workspace_id,
+            self.metrics,
+            lambda: {**kafka_logging(settings, watch), "error_cb": watch.on_error},
+        )
         self.source = KafkaSource(
             {**kafka, **kafka_logging(settings, watch)},
             [t.name for t in settings.topics],
@@ -218,9 +224,7 @@ class Connector:
         )
         self.delivery.start()
         try:
-            started = await self._credentials_accepted() and (
-                self.catalogue is None or await self._catalogue_started()
-            )
+            started = await self._credentials_accepted() and await self._catalogue_started()
             if not started:
                 await self.source.close()  # never subscribed: nothing read, nothing to commit
                 return int(self.exit_code)
@@ -229,8 +233,7 @@ class Connector:
             await self._shutdown()
         finally:
             await self.delivery.stop()
-            if self.catalogue is not None:
-                await self.catalogue.close()
+            await self.catalogue.close()
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
         return int(self.exit_code)
@@ -404,38 +407,51 @@ class Connector:
     # ----- the catalogue guard (connector/catalogue/) -------------------------------------------
 
     async def _catalogue_started(self) -> bool:
-        """Read the claims log to its end before the first record; False: the connector stops."""
-        assert self.catalogue is not None
-        try:
-            await self.catalogue.start()
-        except ConnectorError as e:  # the claims topic cannot be used, or the seed file is bad
-            code = ExitCode.CONFIG if isinstance(e, ConfigError) else ExitCode.KAFKA
-            log.error("connector_stopped", reason=str(e), exit_code=int(code))
-            self._fail(e, code)
-            return False
-        return True
+        """Read the claims log to its end before the first record; False: the connector stops.
+        While no broker answers, it waits (``/readyz`` and the log say so) until a stop signal."""
+        while True:
+            try:
+                await self.catalogue.start()
+            except CatalogueUnreachable as e:
+                watch = self.source.watch
+                watch.on_error(e.error)  # the one slow 'Kafka brokers unreachable' line
+                self.health.set_kafka_problem(
+                    watch.problem or f"Kafka brokers unreachable: {watch.bootstrap}"
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), _UNREACHABLE_RETRY_SECONDS)
+                if self._stop.is_set():
+                    log.info(
+                        "connector_stopped", exit_code=int(self.exit_code), note="before start"
+                    )
+                    return False
+                continue
+            except ConnectorError as e:  # the claims topic cannot be used, or the seed file is bad
+                code = ExitCode.CONFIG if isinstance(e, ConfigError) else ExitCode.KAFKA
+                log.error("connector_stopped", reason=str(e), exit_code=int(code))
+                self._fail(e, code)
+                return False
+            self.health.set_kafka_problem(None)
+            return True
 
     def _admit(
         self, msg: Message, slot: Slot, prepared: list[Prepared], now: float
     ) -> Coroutine[Any, Any, None] | None:
         """The record's names past the catalogue guard, then :meth:`_hand_over`. Returns a
         coroutine (the loop awaits it) when the record brings names to claim first."""
-        guard = self.catalogue
-        if guard is not None:
-            try:
-                new = guard.admit(prepared)
-            except BadRecordError as e:
-                self.router.route(slot, e.at(message_ref(msg)), msg)
-                return None
-            if new is not None:
-                return self._after_claim(msg, slot, prepared, new, now)
+        try:
+            new = self.catalogue.admit(prepared)
+        except BadRecordError as e:
+            self.router.route(slot, e.at(message_ref(msg)), msg)
+            return None
+        if new is not None:
+            return self._after_claim(msg, slot, prepared, new, now)
         self._hand_over(slot, prepared, now)
         return None
 
     async def _after_claim(
         self, msg: Message, slot: Slot, prepared: list[Prepared], new: Names, now: float
     ) -> None:
-        assert self.catalogue is not None
         try:
             await self.catalogue.claim(new)
         except BadRecordError as e:  # the log gave the last free names to an earlier claim

@@ -45,6 +45,7 @@ _PRODUCER_ONLY = ("enable.idempotence", "acks", "linger.ms")
 _READ_BATCH = 500
 _READ_TIMEOUT = 0.2  # seconds one consume call may wait; bounds how late a stop is noticed
 _ADMIN_TIMEOUT = 30.0
+_PROBE_TIMEOUT = 10.0  # the first metadata request: a cluster out of reach is retried by the caller
 # Claims must outlive every record that used their names: never deleted by time or size.
 _TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 
@@ -52,6 +53,17 @@ _TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy"
 class CatalogueUnavailable(ConnectorError):
     """The claims log could not be created, written or read in time (the connector stops with
     exit code 6; no record waiting for a claim is committed)."""
+
+
+class CatalogueUnreachable(CatalogueUnavailable):
+    """No broker answered while opening the claims log: worth waiting for, not a stop."""
+
+    def __init__(self, message: str, error: KafkaError) -> None:
+        super().__init__(message)
+        self.error = error  # librdkafka's, for the connector's broker watch
+
+
+_UNREACHABLE = (KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN)
 
 
 class ClaimsLog:
@@ -66,12 +78,14 @@ class ClaimsLog:
         replication_factor: int = -1,
         timeout: float = 30.0,
         on_change: Callable[[], None] = lambda: None,
+        client_props: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.topic = topic
         self.catalogue = catalogue
         self._replication = replication_factor
         self._timeout = timeout
         self._on_change = on_change
+        self._client_props = client_props  # the connector's log and broker watch, per client
         self._producer_config = producer_config(kafka_config)
         base = {k: v for k, v in self._producer_config.items() if k not in _PRODUCER_ONLY}
         self._consumer_config = {
@@ -102,11 +116,14 @@ class ClaimsLog:
         await self._write({"id": uuid.uuid4().hex, "sync": True})
 
     def _open_sync(self) -> None:
-        admin = AdminClient(self._producer_config)
+        admin = AdminClient({**self._producer_config, **self._client_props()})
         try:
             # All topics: a request naming the topic may auto-create it with many partitions.
-            meta = admin.list_topics(timeout=_ADMIN_TIMEOUT).topics.get(self.topic)
+            meta = admin.list_topics(timeout=_PROBE_TIMEOUT).topics.get(self.topic)
         except KafkaException as e:
+            err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+            if err is not None and err.code() in _UNREACHABLE:
+                raise CatalogueUnreachable(f"catalogue topic {self.topic}: {err.str()}", err) from e
             raise CatalogueUnavailable(f"catalogue topic {self.topic}: {e}") from e
         if meta is None or meta.error is not None:
             self._create_sync(admin)
@@ -115,7 +132,7 @@ class ClaimsLog:
                 f"catalogue topic {self.topic} has {len(meta.partitions)} partitions; claims are "
                 "decided by their order in one partition: give catalogue.topic a new name"
             )
-        self._producer = Producer({**self._producer_config, "linger.ms": 0})
+        self._producer = Producer({**self._producer_config, **self._client_props(), "linger.ms": 0})
 
     def _create_sync(self, admin: AdminClient) -> None:
         new = NewTopic(self.topic, 1, self._replication, config=_TOPIC_CONFIG)
@@ -131,7 +148,7 @@ class ClaimsLog:
         log.info("catalogue_topic_created", topic=self.topic)
 
     def _subscribe_sync(self) -> None:
-        self._consumer = Consumer(self._consumer_config)
+        self._consumer = Consumer({**self._consumer_config, **self._client_props()})
         self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
 
     async def close(self) -> None:

@@ -10,11 +10,13 @@ retry: records keep their order, and only records with new names pay a claim's r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from connector.catalogue.claims import CatalogueUnavailable, ClaimsLog
+from connector.catalogue.claims import CatalogueUnavailable, CatalogueUnreachable, ClaimsLog
 from connector.catalogue.rule import (
     EVENT_ATTRIBUTES,
     EVENTS,
@@ -35,7 +37,15 @@ from connector.safeyaml import load_yaml
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["CatalogueGuard", "CatalogueUnavailable", "claims_topic", "load_seed", "make_guard"]
+__all__ = [
+    "CatalogueGuard",
+    "CatalogueUnavailable",
+    "CatalogueUnreachable",
+    "DisabledGuard",
+    "claims_topic",
+    "load_seed",
+    "make_guard",
+]
 
 
 def claims_topic(settings: CatalogueSettings, workspace_id: str) -> str:
@@ -68,7 +78,11 @@ class CatalogueGuard:
     """Holds the account's caps for this instance, through the shared claims log."""
 
     def __init__(
-        self, settings: Settings, workspace_id: str, metrics: Metrics | None = None
+        self,
+        settings: Settings,
+        workspace_id: str,
+        metrics: Metrics | None = None,
+        client_props: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         c = settings.catalogue
         self.settings = c
@@ -89,6 +103,7 @@ class CatalogueGuard:
             replication_factor=c.replication_factor,
             timeout=c.claim_timeout_seconds,
             on_change=self._publish,
+            client_props=client_props,
         )
         self.claims = self.refused = 0
         # Custom names held plus names that never count (standard, system): the hot path's set.
@@ -196,8 +211,33 @@ def _counts(names: Names) -> dict[str, int]:
     }
 
 
+class DisabledGuard:
+    """``catalogue.enabled: false``: every name passes, nothing is claimed or read."""
+
+    async def start(self) -> None:
+        return None
+
+    def admit(self, prepared: list[Prepared]) -> Names | None:
+        return None
+
+    async def claim(self, new: Names) -> None:  # pragma: no cover - admit never asks for one
+        return None
+
+    def assume(self, names: Names) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
 def make_guard(
-    settings: Settings, workspace_id: str, metrics: Metrics | None = None
-) -> CatalogueGuard | None:
-    """The guard, or None when ``catalogue.enabled`` is false."""
-    return CatalogueGuard(settings, workspace_id, metrics) if settings.catalogue.enabled else None
+    settings: Settings,
+    workspace_id: str,
+    metrics: Metrics | None = None,
+    client_props: Callable[[], dict[str, Any]] = dict,
+) -> CatalogueGuard | DisabledGuard:
+    """The guard, or one that admits everything when ``catalogue.enabled`` is false.
+    ``client_props``: extra librdkafka properties for each Kafka client (logger, error_cb)."""
+    if not settings.catalogue.enabled:
+        return DisabledGuard()
+    return CatalogueGuard(settings, workspace_id, metrics, client_props)

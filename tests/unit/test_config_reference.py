@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from connector.catalogue.settings import CatalogueSettings
 from connector.config import (
     AttributesSpec,
     ElementSpec,
@@ -40,6 +41,7 @@ SECTIONS: list[tuple[type[BaseModel], str]] = [
     (ValidationSettings, "### `validation`"),
     (ObservabilitySettings, "### `observability`"),
     (LoggingSettings, "### `logging`"),
+    (CatalogueSettings, "### `catalogue`"),
 ]
 
 
