@@ -72,7 +72,7 @@ class Connector:
         m, p = settings.moengage, settings.pipeline
         self.metrics = metrics or Metrics()
         self.health = HealthState(now=loop.time())
-        self.processor = RecordProcessor(settings)
+        self.processor = RecordProcessor(settings, on_policy=self.metrics.policy)
         self.source = KafkaSource(
             settings.librdkafka_config(),
             [t.name for t in settings.topics],

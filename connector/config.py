@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from connector.errors import ConfigError
+from connector.policy import PolicySettings
 from connector.safeyaml import load_yaml
 
 # librdkafka / Schema Registry properties whose values are secrets: masked wherever settings print.
@@ -420,6 +421,7 @@ class Settings(_Frozen):
     topics: list[TopicSpec] = Field(min_length=1)
     pipeline: PipelineSettings = PipelineSettings()
     validation: ValidationSettings = ValidationSettings()
+    policy: PolicySettings = PolicySettings()  # MoEngage's data-tracking policy (policy.py)
     logging: LoggingSettings = LoggingSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     base_dir: Path = Field(default=Path("."), exclude=True)
