@@ -9,6 +9,7 @@ things on purpose. Nothing is logged with the API key or the Authorization heade
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import time
@@ -304,8 +305,9 @@ async def _serve_until_signalled(settings: SandboxSettings, host: str, port: int
             loop.remove_signal_handler(signum)
         state = runner.app[STATE]
         await runner.cleanup()
-        sys.stdout.write(losses_summary(state))
-        sys.stdout.flush()
+        with contextlib.suppress(OSError):  # nobody reading stdout any more is no error
+            sys.stdout.write(losses_summary(state))
+            sys.stdout.flush()
         log.info("sandbox.stopped")
 
 
