@@ -118,6 +118,8 @@ class AccountPolicy:
     event_attributes: dict[str, set[str]] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)  # "rule:action" -> count
     losses: deque[Loss] = field(init=False)
+    # Names stored as sent: an element holding only these (and plain values) needs no walk.
+    _user_names: set[str] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.losses = deque(maxlen=self.keep)
@@ -130,7 +132,10 @@ class AccountPolicy:
         self.losses.append(Loss(request_id, customer, element, rule, action, name[:256], shown))
 
     def customer(self, request_id: str, customer: str, attrs: JsonDict) -> JsonDict:
-        """The attributes the account stores of ``attrs``."""
+        """The attributes the account stores of ``attrs`` (``attrs`` itself when nothing is
+        lost: every name already stored as it is, every value plain and short)."""
+        if attrs.keys() <= self._user_names and self._clean(attrs):
+            return attrs
         out: JsonDict = {}
         ctx: _Ctx = (request_id, customer, "customer", None)
         for name, value in attrs.items():
@@ -145,12 +150,24 @@ class AccountPolicy:
                 continue
             if custom:
                 self.user_attributes.add(key)
+            if key == name:
+                self._user_names.add(key)
             out[key] = kept
         return out
 
     def event(self, request_id: str, customer: str, action: JsonDict) -> JsonDict | None:
         """The event as the account stores it, or None when its name is blacklisted."""
-        sent = str(action.get("action", ""))
+        sent = action.get("action", "")
+        attributes = action.get("attributes") or {}
+        known = self.event_attributes.get(sent)
+        if (
+            known is not None
+            and attributes.keys() <= known
+            and "." not in sent
+            and self._clean(attributes)
+        ):
+            return dict(action)  # a catalogued event with catalogued attributes: nothing lost
+        sent = str(sent)
         ctx: _Ctx = (request_id, customer, "event", sent)
         name = self._name(sent, ctx)
         if "." in name:
@@ -167,7 +184,7 @@ class AccountPolicy:
             self.events.add(name)
         known = self.event_attributes.setdefault(name, set())
         attrs: JsonDict = {}
-        for attr, value in (action.get("attributes") or {}).items():
+        for attr, value in attributes.items():
             key = self._name(attr, ctx)
             if key not in known and len(known) >= self.limits.max_event_attributes:
                 self._lose(ctx, attr, "policy.event_attribute_cap", "rejected")
@@ -181,6 +198,18 @@ class AccountPolicy:
         if "attributes" in action:
             event["attributes"] = attrs
         return event
+
+    def _clean(self, attrs: JsonDict) -> bool:
+        """Whether no length, type or object rule can apply to any value of ``attrs``."""
+        longest = self.limits.max_value_length
+        for value in attrs.values():
+            t = type(value)
+            if t is str:
+                if len(value) > longest:
+                    return False
+            elif t is not int and t is not float and t is not bool and value is not None:
+                return False
+        return True
 
     def _name(self, name: str, ctx: _Ctx) -> str:
         if len(name) > self.limits.max_name_length:
@@ -254,6 +283,7 @@ class AccountPolicy:
         self.events.clear()
         self.blacklisted.clear()
         self.event_attributes.clear()
+        self._user_names.clear()
         self.totals.clear()
         self.losses.clear()
 

@@ -262,3 +262,19 @@ def test_losses_are_bounded_but_totals_are_not() -> None:
         policy.customer("r", f"u{i}", {"bio": "b" * 600})
     assert len(policy.losses) == 2
     assert policy.totals == {"policy.value_length:truncated": 5}
+
+
+async def test_names_already_stored_still_have_their_values_judged(sandbox: Start) -> None:
+    client = await sandbox()
+    await accepted(client, customer("u1", bio="short"), events("u1", action("Buy", note="n")))
+    assert (await losses(client))["total"] == 0
+    await accepted(
+        client, customer("u1", bio="b" * 513), events("u1", action("Buy", note={"x": 1}))
+    )
+    stored = await user(client, "u1")
+    assert stored["attributes"]["bio"] == "b" * 512
+    assert stored["events"][1]["attributes"] == {}
+    assert [r[:2] for r in rules(await losses(client))] == [
+        ("policy.value_length", "truncated"),
+        ("policy.object", "rejected"),
+    ]
