@@ -5,7 +5,7 @@ attributes, and applies the topic's action to whatever MoEngage would truncate o
 ``truncate`` / ``replace`` / ``flatten`` / ``stringify`` change the element in place, ``allow``
 leaves it, ``bad_input`` raises ``ValidationError`` with the rule id. Every application is counted
 through ``on_count(rule, action)``; data-changing ones are also logged, once per rule and
-attribute name per ``log_interval_seconds``.
+attribute name per ``log_interval_seconds``, and at most 100 lines in all per interval.
 
 Cost: an attribute dictionary whose values are all strings, numbers, booleans or nulls, within the
 lengths, is cleared by one pass of exact type tests (nothing allocated, nothing copied); only a
@@ -42,6 +42,7 @@ Element = dict[str, Any]
 Counter = Callable[[str, str], None]
 
 _MAX_LOGGED_NAMES: Final = 4096
+_MAX_LINES: Final = 100
 _SHOWN: Final = 64
 
 
@@ -94,6 +95,11 @@ class Preflight:
         self._clock = clock
         self._interval = settings.log_interval_seconds
         self._logged: dict[tuple[str, str], float] = {}
+        # All names together: at most _MAX_LINES lines per interval (data-dependent names, such
+        # as a map's keys flattened, must not flood the log); the rest are counted and reported.
+        self._window_start = clock()
+        self._lines = 0
+        self._suppressed = 0
         self._settings = settings
         self._checks = {
             t: _TopicCheck(t, settings.rules_for(t), settings, self).check for t in topics
@@ -121,6 +127,18 @@ class Preflight:
         if len(self._logged) >= _MAX_LOGGED_NAMES:
             self._logged.clear()
         self._logged[key] = now
+        if now - self._window_start >= self._interval:
+            if self._suppressed:
+                log.warning(
+                    "policy_applied_suppressed",
+                    lines=self._suppressed,
+                    note=f"more than {_MAX_LINES} policy_applied lines in {self._interval:g} s",
+                )
+            self._window_start, self._lines, self._suppressed = now, 0, 0
+        if self._lines >= _MAX_LINES:
+            self._suppressed += 1
+            return
+        self._lines += 1
         log.warning(
             "policy_applied",
             rule=rule,

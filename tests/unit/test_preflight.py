@@ -261,3 +261,18 @@ def test_the_record_processor_applies_the_policy_and_counts_through_metrics() ->
         processor.process(bad)
     assert (info.value.rule, str(info.value.ref)) == ("policy.object", f"{TOPIC}[0]@4")
     assert metrics.counts.policy_bad_input == 1
+
+
+def test_many_names_log_at_most_a_hundred_lines_per_interval_then_say_how_many_more() -> None:
+    clock = Clock()
+    check = Check(clock, log_interval_seconds=60)
+    with capture_logs() as logs:
+        for i in range(150):
+            check(user(**{f"k{i}": "v" * 513}))
+        clock.now += 60
+        check(user(last="v" * 513))
+    applied = [x for x in logs if x["event"] == "policy_applied"]
+    (suppressed,) = [x for x in logs if x["event"] == "policy_applied_suppressed"]
+    assert len(applied) == 101  # a hundred, then the next interval's first
+    assert suppressed["lines"] == 50
+    assert len(check.counted) == 151  # every one counted all the same
