@@ -23,8 +23,8 @@ Rule ids are ``policy.<setting>`` except ``value.non_finite`` (the id the encode
 ``truncate`` only where MoEngage itself truncates, so the result is what MoEngage would have
 stored, but counted and logged. ``bad_input`` is the topic's ``on_error`` (fail / skip / dlq).
 ``allow`` sends the value as it is (for an account whose limits or Object data type were raised);
-it is still counted. This module holds the settings model and the limits, and imports nothing of
-the connector's but errors, so ``config`` can import it; ``preflight`` applies it.
+it is still counted. This module holds the settings model and the limits and imports nothing of
+the connector's, so ``config`` can import it; ``preflight`` applies it.
 """
 
 from __future__ import annotations
