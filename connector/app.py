@@ -81,7 +81,7 @@ class Connector:
         m, p = settings.moengage, settings.pipeline
         self.metrics = metrics or Metrics()
         self.health = HealthState(now=loop.time())
-        self.processor = RecordProcessor(settings)
+        self.processor = RecordProcessor(settings, on_policy=self.metrics.policy)
         kafka = settings.librdkafka_config()
         watch = BrokerWatch(kafka["bootstrap.servers"], settings.logging.repeat_interval_seconds)
         self.catalogue = make_guard(

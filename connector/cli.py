@@ -181,6 +181,31 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument(
         "--seed", type=int, default=None, help="seed of the injected failures' randomness"
     )
+    # MoEngage's data-tracking policy (Data Tracking Policies): the account's catalogue caps.
+    sb.add_argument(
+        "--max-user-attributes",
+        type=int,
+        default=256,
+        help="distinct custom user attributes before new ones are rejected (default 256)",
+    )
+    sb.add_argument(
+        "--max-events",
+        type=int,
+        default=512,
+        help="distinct events before new ones are blacklisted (default 512)",
+    )
+    sb.add_argument(
+        "--max-event-attributes",
+        type=int,
+        default=100,
+        help="distinct attributes of one event before new ones are dropped (default 100)",
+    )
+    sb.add_argument(
+        "--object-data-type",
+        action="store_true",
+        help="the account has the Object data type: object values are stored, not rejected",
+    )
+
     dev = sub.add_parser(
         "dev",
         help="a local broker, Schema Registry and MoEngage sandbox for trying your own topics",
@@ -484,6 +509,7 @@ def _sandbox(args: argparse.Namespace) -> int:
     import os  # noqa: PLC0415
 
     from connector.observability.logging import configure  # noqa: PLC0415
+    from connector.sandbox.datapolicy import PolicyLimits  # noqa: PLC0415
     from connector.sandbox.server import SandboxSettings, run  # noqa: PLC0415
 
     configure("info", "auto")
@@ -505,6 +531,12 @@ def _sandbox(args: argparse.Namespace) -> int:
         record_path=args.record,
         suspended=args.suspended,
         seed=args.seed,
+        limits=PolicyLimits(
+            max_user_attributes=args.max_user_attributes,
+            max_events=args.max_events,
+            max_event_attributes=args.max_event_attributes,
+            object_data_type=args.object_data_type,
+        ),
     )
     run(settings, args.host, args.port)
     return 0

@@ -32,6 +32,7 @@ from pydantic import ValidationError as PydanticValidationError
 from connector.catalogue.settings import CatalogueSettings
 from connector.configcheck import describe
 from connector.errors import ConfigError
+from connector.policy import PolicySettings
 from connector.safeyaml import load_yaml
 
 # librdkafka / Schema Registry properties whose values are secrets: masked wherever settings print.
@@ -445,6 +446,7 @@ class Settings(_Frozen):
     topics: list[TopicSpec] = Field(min_length=1)
     pipeline: PipelineSettings = PipelineSettings()
     validation: ValidationSettings = ValidationSettings()
+    policy: PolicySettings = PolicySettings()  # MoEngage's data-tracking policy (policy.py)
     logging: LoggingSettings = LoggingSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     catalogue: CatalogueSettings = CatalogueSettings()

@@ -92,6 +92,57 @@ COALESCING_NOTE = (
 )
 
 
+def _policy_counts(log_path: Path) -> dict[str, int]:
+    """The ``policy_*`` counts of the connector's ``connector_stopped`` line (JSON logs)."""
+    for line in reversed(log_path.read_bytes().splitlines()):
+        if line.startswith(b"{") and b'"connector_stopped"' in line:
+            stopped = orjson.loads(line)
+            return {k[7:]: v for k, v in stopped.items() if k.startswith("policy_")}
+    return {}
+
+
+def _print_summary(
+    *,
+    produced: dict[str, int],
+    stats: dict[str, Any],
+    store: dict[str, Any],
+    n_events: int,
+    args: argparse.Namespace,
+    policy: dict[str, int],
+    losses: dict[str, Any],
+    committed: dict[str, Any],
+    elapsed: float,
+    code: int,
+    ok: bool,
+) -> None:
+    workdir = args.workdir
+    print()
+    print("MoEngage Kafka connector demo — summary")
+    print(f"  records produced       {sum(produced.values()):>8}  {produced}")
+    print(
+        f"  elements accepted      {sum(stats['elements_by_type'].values()):>8}  "
+        f"{stats['elements_by_type']}\n{COALESCING_NOTE}"
+    )
+    print(
+        f"  requests               {stats['requests_total']:>8}  "
+        f"by status {stats['requests_by_status']}"
+    )
+    print(
+        f"  bytes accepted         {stats['bytes_accepted']:>8}  (largest body "
+        f"{stats['max_body_bytes_seen']} B, limit 100000)"
+    )
+    print(f"  users in sandbox       {len(store):>8}  (expected {args.users})")
+    print(f"  events in sandbox      {n_events:>8}  (expected {args.events})")
+    print(f"  data policy applied    {sum(policy.values()):>8}  {policy or 'no summary line'}")
+    print(
+        f"  sandbox policy losses  {losses['total']:>8}  (what MoEngage would have truncated or "
+        "dropped; Data Tracking Policies)"
+    )
+    print(f"  committed offsets      {committed}")
+    print(f"  time to deliver        {elapsed:>8.1f}s  connector exit code {code}")
+    print(f"  result                 {'OK' if ok else f'FAILED: see {workdir}/connector.log'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--users", type=int, default=500)
@@ -151,32 +202,33 @@ def main(argv: list[str] | None = None) -> int:
                     proc.kill()
                 log.close()
             stats = sandbox.admin("GET", "stats")
+            losses = sandbox.admin("GET", "policy-losses")
             store = sandbox.admin("GET", "users")
             committed = {t: committed_offsets(broker.bootstrap, GROUP, t) for t in TOPICS}
         finally:
             registry.stop()
     n_events = sum(len(u.get("events", [])) for u in store.values())
-    ok = done and code == 0 and len(store) == args.users and n_events == args.events
-    print()
-    print("MoEngage Kafka connector demo — summary")
-    print(f"  records produced       {sum(produced.values()):>8}  {produced}")
-    print(
-        f"  elements accepted      {sum(stats['elements_by_type'].values()):>8}  "
-        f"{stats['elements_by_type']}\n{COALESCING_NOTE}"
+    policy = _policy_counts(workdir / "connector.log")
+    ok = (
+        done
+        and code == 0
+        and len(store) == args.users
+        and n_events == args.events
+        and losses["total"] == 0
     )
-    print(
-        f"  requests               {stats['requests_total']:>8}  "
-        f"by status {stats['requests_by_status']}"
+    _print_summary(
+        produced=produced,
+        stats=stats,
+        store=store,
+        n_events=n_events,
+        args=args,
+        policy=policy,
+        losses=losses,
+        committed=committed,
+        elapsed=elapsed,
+        code=code,
+        ok=ok,
     )
-    print(
-        f"  bytes accepted         {stats['bytes_accepted']:>8}  (largest body "
-        f"{stats['max_body_bytes_seen']} B, limit 100000)"
-    )
-    print(f"  users in sandbox       {len(store):>8}  (expected {args.users})")
-    print(f"  events in sandbox      {n_events:>8}  (expected {args.events})")
-    print(f"  committed offsets      {committed}")
-    print(f"  time to deliver        {elapsed:>8.1f}s  connector exit code {code}")
-    print(f"  result                 {'OK' if ok else f'FAILED: see {workdir}/connector.log'}")
     return 0 if ok else 1
 
 

@@ -6,6 +6,7 @@
     │   ├── DecodeError              bytes are not what the topic's format says (stage "decode")
     │   ├── TransformError           the transform raised or returned junk (stage "transform")
     │   ├── ValidationError          an element breaks a documented MoEngage rule ("validate")
+    │   ├── PolicyError              MoEngage would drop it: data-tracking policy, caps ("policy")
     │   └── RejectedByApiError       MoEngage answered 400 for this record's element alone ("send")
     ├── FatalApiError                401/403/409/415: retrying cannot help; an operator must act
     └── SchemaRegistryError          a schema could not be fetched (retriable)
@@ -91,6 +92,13 @@ class TransformError(BadRecordError):
 
 class ValidationError(BadRecordError):
     stage = "validate"
+
+
+class PolicyError(BadRecordError):
+    """MoEngage would accept the request with a 200 and then drop or cut this element's data
+    (its data-tracking policy; the account's catalogue caps)."""
+
+    stage = "policy"
 
 
 class RejectedByApiError(BadRecordError):

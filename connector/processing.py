@@ -1,7 +1,8 @@
 """The record processor: one Kafka message in, the elements it becomes out, ready to batch; or a
 :class:`BadRecordError` that names topic, partition, offset, stage and rule.
 
-Stages, in order: decode (the topic's format) → :class:`Record` → transform → validate → encode
+Stages, in order: decode (the topic's format) → :class:`Record` → transform → validate → policy
+(MoEngage's data-tracking policy, ``policycheck``) → encode
 → size (an element must fit a request alone) → cost → customer key. Any exception a stage raises
 for one record is bad input for that record, never a crash of the connector. A Schema Registry
 that cannot be reached is not bad input: it raises :class:`SchemaRegistryError` (retried by
@@ -32,6 +33,7 @@ from connector.errors import (
     ValidationError,
     unexpected,
 )
+from connector.policycheck import Counter, Preflight
 from connector.source.decoding import Decoder, SchemaLookup, make_decoder
 from connector.transforms import Record, identifier_keys, load_transform
 
@@ -130,9 +132,17 @@ class RecordProcessor:
         settings: Settings,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_policy: Counter | None = None,
     ) -> None:
         self.pipelines = build_pipelines(settings)
         self.validator = build_validator(settings)
+        # MoEngage's data-tracking policy, after validation (see connector/policycheck.py).
+        self._preflight = Preflight(
+            settings.policy,
+            list(self.pipelines),
+            on_count=on_policy,
+            revalidate=self.validator.validate,
+        )
         self._device_cost = settings.moengage.device_cost
         self._max_request_bytes = settings.moengage.max_request_bytes
         self._max_element_bytes = settings.moengage.max_request_bytes - ENVELOPE_BYTES
@@ -189,13 +199,16 @@ class RecordProcessor:
             raise unexpected(DecodeError, "decode.unexpected", "the decoder", e) from e
 
     def _prepare(self, pipe: TopicPipeline, record: Record) -> list[Prepared]:
-        """Transform, validate, encode, size, cost: each element is touched once per step."""
+        """Transform, validate, policy, encode, size, cost: each element is touched once per
+        step."""
         validate, customer_key = self.validator.validate, self.validator.customer_key
+        police = self._preflight.checker(record.topic)
         limit, device_cost = self._max_element_bytes, self._device_cost
         out: list[Prepared] = []
         for produced in pipe.transform(record):
             try:
                 element = validate(produced)
+                police(element)
                 data = encode(element)
                 if len(data) > limit:
                     too_large = ElementTooLarge(len(data), self._max_request_bytes)

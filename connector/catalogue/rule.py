@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from connector.errors import BadRecordError
+from connector.errors import PolicyError
 
 # Data API overview, "Standard User Attributes" (User API) and Track User API, "Standard User
 # Attributes" (the dashboard's internal keys): MoEngage's own, never counted as custom.
@@ -51,10 +51,8 @@ def is_custom_user_attribute(name: str) -> bool:
     return name not in STANDARD_USER_ATTRIBUTES and not name.lower().startswith(_MOE_PREFIX)
 
 
-class CatalogueError(BadRecordError):
+class CatalogueError(PolicyError):
     """A record would bring a name past one of the account's caps (bad input, stage "policy")."""
-
-    stage = "policy"
 
 
 @dataclass(frozen=True, slots=True)

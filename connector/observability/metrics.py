@@ -41,6 +41,16 @@ ELEMENTS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 COMMIT_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+_POLICY_COUNTS = {
+    "truncate": "policy_truncated",
+    "flatten": "policy_flattened",
+    "stringify": "policy_stringified",
+    "replace": "policy_replaced",
+    "bad_input": "policy_bad_input",
+    "allow": "policy_allowed",
+}
+
+
 def retry_reason(status: int, error_type: str | None = None) -> str:
     """The ``reason`` label of a retried answer: 429, no answer in time, no connection, or 5xx."""
     if status == 429:
@@ -70,6 +80,13 @@ class Counts:
     coalesced_events: int = 0
     coalesced_updates: int = 0
     commits: int = 0
+    # MoEngage's data-tracking policy applied before sending, by action (policy_total by rule).
+    policy_truncated: int = 0
+    policy_flattened: int = 0
+    policy_stringified: int = 0
+    policy_replaced: int = 0
+    policy_bad_input: int = 0
+    policy_allowed: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -136,6 +153,13 @@ class Metrics:
             f"{p}bad_records_total",
             "Records that broke a rule, by topic, stage and rule id.",
             ["topic", "stage", "rule"],
+            registry=reg,
+        )
+        self._policy = Counter(
+            f"{p}policy_total",
+            "MoEngage data-tracking policy rules applied before sending, by rule id and action "
+            "(truncate, flatten, stringify, replace, bad_input, allow).",
+            ["rule", "action"],
             registry=reg,
         )
         self._lag = Gauge(
@@ -228,6 +252,7 @@ class Metrics:
         self._offsets: dict[PartitionKey, Gauge] = {}
         self._bad: dict[tuple[str, str, str], Counter] = {}
         self._dlq: dict[tuple[str, str], Counter] = {}
+        self._policies: dict[tuple[str, str], Counter] = {}
         # Made at the first report: an unlimited bucket has no series (not a 0 an alert reads
         # as "budget exhausted").
         self._buckets: dict[str, Gauge] = {}
@@ -287,6 +312,18 @@ class Metrics:
         child = self._bad.get(key)
         if child is None:
             child = self._bad[key] = self._bad_records.labels(topic, stage, rule)
+        child.inc()
+
+    def policy(self, rule: str, action: str) -> None:
+        """A data-policy rule applied to one value or name (``policycheck``); under ``bad_input``
+        the record is then routed as bad input and counted there too."""
+        field = _POLICY_COUNTS.get(action)
+        if field is not None:
+            setattr(self.counts, field, getattr(self.counts, field) + 1)
+        key = (rule, action)
+        child = self._policies.get(key)
+        if child is None:
+            child = self._policies[key] = self._policy.labels(rule, action)
         child.inc()
 
     def skipped(self) -> None:

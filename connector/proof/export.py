@@ -138,7 +138,11 @@ class _Request:
         self.url = f"{endpoint.rstrip('/')}{EXPORT_PATH}"
         self._params = {"app_id": workspace_id}  # seed 003 lists app_id as a request parameter
         token = base64.b64encode(f"{workspace_id}:{api_key.get_secret_value()}".encode()).decode()
-        self._headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+        self._headers = {
+            "Authorization": f"Basic {token}",
+            "Content-Type": "application/json",
+            "MOE-APPKEY": workspace_id,  # Data API overview: "Set the MOE-APPKEY header"
+        }
         # customer_id is asked for so every returned user can be matched to the id looked up.
         self._fields = None if fields is None else list(dict.fromkeys([*fields, "customer_id"]))
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)

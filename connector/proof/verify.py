@@ -18,6 +18,7 @@ import structlog
 from connector.config import Credentials, Settings
 from connector.proof.delivered import read_delivered
 from connector.proof.export import export_users
+from connector.proof.losses import explain
 
 log = structlog.get_logger(__name__)
 
@@ -33,8 +34,16 @@ class Mismatch:
     sent: Any
     returned: Any
     missing: bool = False
+    # Set when MoEngage's data-tracking policy explains the difference: (rule id, what it did).
+    policy: tuple[str, str] | None = None
 
     def render(self, show_values: bool) -> str:
+        if self.policy is not None:
+            rule, what = self.policy
+            return (
+                f"{self.customer_id}: {self.attribute} {what} by MoEngage's data-tracking "
+                f"policy ({rule})"
+            )
         if self.missing:
             return f"{self.customer_id}: {self.attribute} is not in MoEngage's answer"
         if not show_values:
@@ -55,10 +64,11 @@ class VerifyReport:
     not_found: list[str] = field(default_factory=list)
     mismatches: list[Mismatch] = field(default_factory=list)
     note: str | None = None
+    policy_losses: list[Mismatch] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        ok = self.sampled and not self.not_found and not self.mismatches
+        ok = self.sampled and not self.not_found and not self.mismatches and not self.policy_losses
         return 0 if ok else 1
 
     def render(self, show_values: bool = False) -> str:
@@ -74,8 +84,20 @@ class VerifyReport:
         users = len({m.customer_id for m in self.mismatches})
         lines.append(f"  mismatched   {users} user(s), {len(self.mismatches)} attribute(s)")
         lines.extend(f"    {m.render(show_values)}" for m in self.mismatches)
+        lost = len({m.customer_id for m in self.policy_losses})
+        lines.append(
+            f"  policy loss  {lost} user(s), {len(self.policy_losses)} attribute(s) "
+            "(Data Tracking Policies)"
+        )
+        lines.extend(f"    {m.render(show_values)}" for m in self.policy_losses)
         if self.exit_code == 0:
             lines.append("OK: every sampled customer is in MoEngage with the attributes last sent.")
+        elif not self.not_found and not self.mismatches:
+            lines.append(
+                f"FAIL: {len(self.policy_losses)} attribute(s) lost to MoEngage's data-tracking "
+                "policy: the connector's policy settings let them through (allow); see the "
+                "README's \"MoEngage's data policy\"."
+            )
         else:
             lines.append(
                 f"FAIL: {len(self.not_found)} not found, {len(self.mismatches)} mismatch(es). "
@@ -95,15 +117,17 @@ def _ids(ids: list[str]) -> str:
 def compare(
     customer_id: str, sent: Mapping[str, Any], returned: Mapping[str, Any]
 ) -> list[Mismatch]:
-    """Attributes sent (not null) whose returned value differs or is absent."""
+    """Attributes sent (not null) whose returned value differs or is absent; each says whether
+    MoEngage's data-tracking policy explains it (``policy``)."""
     out = []
     for name, value in sent.items():
         if value is None:
             continue  # skipped or cleared: MoEngage keeps no value to compare with
-        if name not in returned:
-            out.append(Mismatch(customer_id, name, value, None, missing=True))
-        elif returned[name] != value:
-            out.append(Mismatch(customer_id, name, value, returned[name]))
+        if name in returned and returned[name] == value:
+            continue
+        got = returned.get(name)
+        why = explain(name, value, returned)
+        out.append(Mismatch(customer_id, name, value, got, name not in returned, why))
     return out
 
 
@@ -149,7 +173,7 @@ async def verify(
     finally:
         if own_session:
             await http.close()
-    mismatches = [
+    differences = [
         m
         for cid in chosen
         if cid in result.found
@@ -161,5 +185,6 @@ async def verify(
         sampled=chosen,
         found=[cid for cid in chosen if cid in result.found],
         not_found=[cid for cid in chosen if cid not in result.found],
-        mismatches=mismatches,
+        mismatches=[m for m in differences if m.policy is None],
+        policy_losses=[m for m in differences if m.policy is not None],
     )

@@ -9,6 +9,7 @@ things on purpose. Nothing is logged with the API key or the Authorization heade
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import time
@@ -101,6 +102,7 @@ async def _data_request(request: web.Request, *, export: bool) -> web.Response:
         state.authenticate(
             request.headers.get("Authorization"), _app_ids(request), need_app_id=not export
         )
+        state.check_appkey(request.headers.get("MOE-APPKEY"), request_id, request.path)
         if request.content_type != "application/json":
             raise ApiError(415, "Content type is not supported", "Unsupported media type")
         raw = await _read_body(request, state)
@@ -179,6 +181,19 @@ async def _attempts(request: web.Request) -> web.Response:
     return _json(list(request.app[STATE].attempts))
 
 
+async def _policy_losses(request: web.Request) -> web.Response:
+    """What the account truncated, rejected, renamed or blacklisted after its 200 (MoEngage's
+    data-tracking policy), the catalogue's size, and requests without ``MOE-APPKEY``."""
+    state = request.app[STATE]
+    body = state.policy.as_json()
+    body["appkey"] = {
+        "missing": state.stats.missing_appkey,
+        "wrong": state.stats.wrong_appkey,
+        "requests": list(state.appkey_flags),
+    }
+    return _json(body)
+
+
 async def _reset(request: web.Request) -> web.Response:
     request.app[STATE].reset()
     return _json({"status": "reset"})
@@ -240,6 +255,7 @@ def create_app(settings: SandboxSettings, *, clock: Clock = time.monotonic) -> w
     app.router.add_get("/_sandbox/faults", _get_faults)
     app.router.add_post("/_sandbox/faults", _set_faults)
     app.router.add_post("/_sandbox/reset", _reset)
+    app.router.add_get("/_sandbox/policy-losses", _policy_losses)
 
     async def on_startup(_: web.Application) -> None:
         state.mark_started()
@@ -287,8 +303,27 @@ async def _serve_until_signalled(settings: SandboxSettings, host: str, port: int
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        state = runner.app[STATE]
         await runner.cleanup()
+        with contextlib.suppress(OSError):  # nobody reading stdout any more is no error
+            sys.stdout.write(losses_summary(state))
+            sys.stdout.flush()
         log.info("sandbox.stopped")
+
+
+def losses_summary(state: SandboxState) -> str:
+    """What the account lost to MoEngage's data-tracking policy, for the terminal at stop."""
+    totals = state.policy.totals
+    lines = [f"sandbox policy losses: {sum(totals.values())}"]
+    lines.extend(f"  {key:<40} {n}" for key, n in sorted(totals.items()))
+    stats = state.stats
+    if stats.missing_appkey or stats.wrong_appkey:
+        lines.append(
+            f"  requests without MOE-APPKEY: {stats.missing_appkey}, with another id: "
+            f"{stats.wrong_appkey}"
+        )
+    lines.append("  (details: GET /_sandbox/policy-losses while the sandbox runs)")
+    return "\n".join(lines) + "\n"
 
 
 def run(settings: SandboxSettings, host: str = "127.0.0.1", port: int = 8080) -> None:

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import orjson
 
+from connector.sandbox.datapolicy import AccountPolicy, PolicyLimits
 from connector.sandbox.rules import (
     MALFORMED_BULK,
     MALFORMED_EXPORT,
@@ -59,6 +60,8 @@ class SandboxSettings:
     suspended: bool = False
     seed: int | None = None
     keep_requests: int = 100_000
+    # MoEngage's data-tracking policy: lengths, the Object data type and the catalogue caps.
+    limits: PolicyLimits = field(default_factory=PolicyLimits)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fail_rate <= 1.0:
@@ -120,6 +123,10 @@ class Stats:
     actions_total: int = 0
     bytes_accepted: int = 0
     max_body_bytes_seen: int = 0
+    # Data requests that came without the MOE-APPKEY header (Data API overview asks for it), or
+    # with another app id than the workspace's.
+    missing_appkey: int = 0
+    wrong_appkey: int = 0
 
 
 class SandboxState:
@@ -143,6 +150,9 @@ class SandboxState:
         # Every answered data request: (unix time, status, Retry-After sent or None).
         self.attempts: deque[tuple[float, int, float | None]] = deque(maxlen=settings.keep_requests)
         self._record: IO[bytes] | None = None
+        self.policy = AccountPolicy(settings.limits)
+        # Request ids of data requests without a (matching) MOE-APPKEY, newest last.
+        self.appkey_flags: deque[JsonDict] = deque(maxlen=1000)
 
     def mark_started(self) -> None:
         """Start the configured outage's clock now (the server calls this when it starts)."""
@@ -171,6 +181,19 @@ class SandboxState:
             message = "Your account is suspended. Please contact MoEngage team."
             raise ApiError(403, message, "Account Suspended")
 
+    def check_appkey(self, value: str | None, request_id: str, path: str) -> None:
+        """Flag a data request without ``MOE-APPKEY`` (or with another id): the Data API overview
+        asks for the header on every request but does not say how MoEngage answers without it,
+        so the sandbox answers as usual, counts it and keeps the request id."""
+        if value is not None and value.strip() == self.settings.workspace_id:
+            return
+        problem = "missing" if value is None else "not the workspace id"
+        if value is None:
+            self.stats.missing_appkey += 1
+        else:
+            self.stats.wrong_appkey += 1
+        self.appkey_flags.append({"request_id": request_id, "path": path, "problem": problem})
+
     def observe_body(self, size: int) -> None:
         self.stats.max_body_bytes_seen = max(self.stats.max_body_bytes_seen, size)
 
@@ -197,7 +220,7 @@ class SandboxState:
         self.window.check(cost, limits, now)
         self.window.record(cost, now)
         for element in elements:
-            self._apply(element)
+            self._apply(element, request_id)
         stats = self.stats
         stats.accepted_requests += 1
         stats.bytes_accepted += len(raw)
@@ -215,13 +238,14 @@ class SandboxState:
             user = self.users[key] = UserRecord(digest.hexdigest())
         return user
 
-    def _apply(self, element: JsonDict) -> None:
+    def _apply(self, element: JsonDict, request_id: str) -> None:
         key = element_user_key(element)
         attributes = element.get("attributes") or {}
         if element["type"] == "customer":
             if key not in self.users and truthy(element.get("update_existing_only")):
                 return
-            self._user(key).attributes.update(attributes)
+            kept = self.policy.customer(request_id, key, attributes)
+            self._user(key).attributes.update(kept)
         elif element["type"] == "device":
             user = self._user(key)
             device_id = element.get("device_id")
@@ -231,7 +255,10 @@ class SandboxState:
         else:
             user = self._user(key)
             for action in element["actions"]:
-                event = dict(action)
+                stored = self.policy.event(request_id, key, action)
+                if stored is None:  # blacklisted
+                    continue
+                event = stored
                 if "device_id" in element:
                     event.setdefault("device_id", element["device_id"])
                 user.events.append(event)
@@ -295,6 +322,9 @@ class SandboxState:
             "bytes_accepted": stats.bytes_accepted,
             "users": len(self.users),
             "max_body_bytes_seen": stats.max_body_bytes_seen,
+            "policy_losses": sum(self.policy.totals.values()),
+            "missing_appkey": stats.missing_appkey,
+            "wrong_appkey": stats.wrong_appkey,
         }
 
     def reset(self) -> None:
@@ -305,6 +335,8 @@ class SandboxState:
         self.export_window.entries.clear()
         self.requests.clear()
         self.attempts.clear()
+        self.policy.reset()
+        self.appkey_flags.clear()
 
     def close(self) -> None:
         if self._record is not None:

@@ -229,7 +229,11 @@ class MoEngageClient:
         self._session = session
         self.url = f"{endpoint}/v1/transition/{workspace_id}"
         token = base64.b64encode(f"{workspace_id}:{api_key.get_secret_value()}".encode()).decode()
-        self._headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+        self._headers = {
+            "Authorization": f"Basic {token}",
+            "Content-Type": "application/json",
+            "MOE-APPKEY": workspace_id,  # Data API overview: "Set the MOE-APPKEY header"
+        }
         # Scrubbed from any body quoted in a message (longest first: the token holds the key's
         # base64, and an unpadded token is a prefix of the padded one).
         key = api_key.get_secret_value()

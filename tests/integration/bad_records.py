@@ -67,7 +67,7 @@ class BadRecord:
     name: str
     topic: str  # a key of TOPICS
     value: bytes
-    stage: str  # "decode", "transform" or "validate"
+    stage: str  # "decode", "transform", "validate" or "policy"
     rule: str
 
 
@@ -121,6 +121,14 @@ def _nested_json(depth: int) -> bytes:
     return b'{"user_id":"bad-deep","event_name":"Bought","attributes":' + inner + b"}"
 
 
+def _transform_rule(kind: str) -> str:
+    """The rule a transform's bad value breaks: an object (``{1: "one"}``) is refused by the data
+    policy before the encoder sees its key."""
+    if kind in ("nan", "infinity"):
+        return "value.non_finite"
+    return "policy.object" if kind == "int_key" else "element.unencodable"
+
+
 def bad_records(confluent_schema_id: int | None = None) -> list[BadRecord]:
     """Every bad record of issue 11, items 3 and 6."""
     event = load_schema_file(EVENT_SCHEMA, key_path="test")
@@ -132,8 +140,10 @@ def bad_records(confluent_schema_id: int | None = None) -> list[BadRecord]:
         # --- 3. crash loops ---
         BadRecord("json_too_deep_to_decode", "json", b"[" * 2000 + b"]" * 2000, "decode",
                   "decode.too_deep"),
-        BadRecord("json_too_deep_to_encode", "json", _nested_json(300), "validate",
-                  "element.unencodable"),
+        # An object value: MoEngage's data policy refuses it before the encoder sees its depth
+        # (test_batching covers the encoder's own limit).
+        BadRecord("json_too_deep_to_encode", "json", _nested_json(300), "policy",
+                  "policy.object"),
         BadRecord("time_of_5000_digits", "json", _json({**base, "current_time": "1" * 5000}),
                   "validate", "time.format"),
         BadRecord("avro_decimal_2_64", "avro_measure", _measure(amount=Decimal(2**64)), "decode",
@@ -148,8 +158,7 @@ def bad_records(confluent_schema_id: int | None = None) -> list[BadRecord]:
                   "decode.too_deep"),
         *(
             BadRecord(f"transform_returns_{kind}", "json", _json({**base, "bad": kind}),
-                      "validate", "value.non_finite" if kind in ("nan", "infinity")
-                      else "element.unencodable")
+                      "policy" if kind == "int_key" else "validate", _transform_rule(kind))
             for kind in ("decimal", "bytes", "set", "surrogate", "int_key", "int_2_64", "nan",
                          "infinity")
         ),

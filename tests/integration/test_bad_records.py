@@ -148,7 +148,10 @@ def run(
     for case in CASES:
         topic, schema_id = topics[case.name], schema_ids.get(case.name, 0)
         if case.name == TOO_LARGE:
-            bad = json.dumps({"user_id": "big", "attributes": {"blob": "x" * 2_000_000}}).encode()
+            # Many values within MoEngage's 512 characters (a longer one would be truncated to
+            # fit by the data policy): only the element as a whole is too large.
+            blobs = {f"blob{i}": "x" * 500 for i in range(4200)}
+            bad = json.dumps({"user_id": "big", "attributes": blobs}).encode()
         else:
             (bad,) = (b.value for b in data.bad_records(schema_id or 1) if b.name == case.name)
         good = [_good(case.kind, case.name, i, schema_id) for i in range(4)]

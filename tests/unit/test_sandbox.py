@@ -32,7 +32,7 @@ def basic(user: str = WS, password: str = KEY) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-HEADERS = {"Authorization": basic(), "Content-Type": "application/json"}
+HEADERS = {"Authorization": basic(), "Content-Type": "application/json", "MOE-APPKEY": WS}
 
 
 def customer(cid: str, **attributes: Any) -> Json:
@@ -525,6 +525,9 @@ async def test_stats_count_requests_elements_and_bytes(sandbox: Start) -> None:
         "bytes_accepted": size,
         "users": 1,
         "max_body_bytes_seen": size,
+        "policy_losses": 0,
+        "missing_appkey": 0,
+        "wrong_appkey": 0,
     }
 
 

@@ -287,3 +287,59 @@ def test_report_hides_attribute_values_unless_asked() -> None:
 def test_report_of_a_clean_run_says_ok() -> None:
     report = VerifyReport("delivered.jsonl", 1, sampled=["u1"], found=["u1"])
     assert report.render().splitlines()[-1].startswith("OK:")
+
+
+# ----- policy losses ---------------------------------------------------------------------
+
+
+async def test_attributes_moengage_truncated_or_rejected_are_policy_losses(
+    account: Account,
+) -> None:
+    sent = {
+        "bio": "b" * 600,  # truncated to 512
+        "n" * 210: 1,  # its name truncated to 200
+        "link": "https://example.com/" + "p" * 600,  # rejected
+        "address": {"city": "Pune"},  # rejected (no Object data type)
+        "tags": list(range(60)),  # rejected
+        "mixed": ["a", 1],  # rejected
+        "plan": "pro",
+    }
+    await account.deliver(customer("u1", **sent))
+    await account.deliver(customer("u1", plan="free"), record=False)  # someone else's write
+    report = await account.verify()
+    assert report.mismatches == [Mismatch("u1", "plan", "pro", "free")]  # the only unexplained
+    assert {m.attribute[:10]: m.policy for m in report.policy_losses} == {
+        "bio": ("policy.value_length", "truncated"),
+        "n" * 10: ("policy.name_length", "name truncated"),
+        "link": ("policy.url_length", "rejected"),
+        "address": ("policy.object", "rejected"),
+        "tags": ("policy.array_length", "rejected"),
+        "mixed": ("policy.array_mixed_types", "rejected"),
+    }
+    text = report.render()
+    assert "policy loss  1 user(s), 6 attribute(s)" in text
+    assert "u1: bio truncated by MoEngage's data-tracking policy (policy.value_length)" in text
+    assert report.exit_code == 1
+
+
+async def test_policy_losses_alone_fail_with_their_own_reason(account: Account) -> None:
+    await account.deliver(customer("u1", bio="b" * 513))
+    report = await account.verify()
+    assert (report.mismatches, len(report.policy_losses)) == ([], 1)
+    assert (
+        report.render()
+        .splitlines()[-1]
+        .startswith("FAIL: 1 attribute(s) lost to MoEngage's data-tracking policy")
+    )
+    assert report.exit_code == 1
+
+
+async def test_a_missing_attribute_the_policy_does_not_explain_stays_a_mismatch(
+    account: Account,
+) -> None:
+    await account.deliver(customer("u1", bio="short", tags=["a", "b"]))
+    await account.delete("u1")
+    await account.deliver(customer("u1", other=1), record=False)
+    report = await account.verify()
+    assert {m.attribute for m in report.mismatches} == {"bio", "tags"}
+    assert report.policy_losses == []
