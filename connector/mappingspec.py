@@ -57,8 +57,8 @@ class ValueSpec(_Frozen):
     )
     decimals: Literal["number", "string"] = Field(
         default="number",
-        description="a non-integral result of sum/scale/min/max/to number: an exact JSON number "
-        "(else bad input) or its exact decimal text",
+        description="the result of sum, min, max, scale and 'to: number': an exact JSON number "
+        "(else bad input) or always its exact decimal text",
     )
 
     @model_validator(mode="after")

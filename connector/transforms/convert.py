@@ -3,9 +3,9 @@
 Decimals: the decoder hands an Avro ``decimal`` over as the JSON number of exactly its value (an
 int, or a float whose shortest text is the decimal: ``19.99``), so ``Decimal(repr(f))`` is the
 decimal again. Arithmetic is done in ``Decimal`` under a context that traps any rounding, and a
-non-integral result leaves as the documented choice ``decimals: number`` (a float only when it
-reads back as the same decimal, else bad input ``mapping.decimal_inexact``) or ``string`` (its
-exact text). Integers stay integers.
+result leaves as the documented choice ``decimals: number`` (an int when integral, a float only
+when it reads back as the same decimal, else bad input ``mapping.decimal_inexact``) or ``string``
+(always its exact text, so an attribute keeps one type).
 
 Times: an ISO 8601 string (``Z``, an offset, or none: UTC), a date ``YYYY-MM-DD``, or an epoch
 number (or a string of digits) in seconds, milliseconds or microseconds (``unit``; ``auto`` reads
@@ -67,7 +67,7 @@ def to_decimal(value: Any, where: str, op: str) -> int | Decimal:
 def number_out(value: int | Decimal, decimals: Decimals, where: str) -> int | float | str:
     """A computed number as the mapping emits it (see the module docstring)."""
     if type(value) is int:
-        return value
+        return value if decimals == "number" else str(value)
     assert isinstance(value, Decimal)
     if value == value.to_integral_value():
         n = int(value)
@@ -116,8 +116,6 @@ def to_text(value: Any, where: str, op: str) -> str:
 def to_number(value: Any, decimals: Decimals, where: str) -> int | float | str:
     """A number, or the text of one (``" 42 "``, ``"19.99"``), as a number; else bad input."""
     kind = type(value)
-    if kind is int:
-        return value  # type: ignore[no-any-return]
     if kind is str:
         text = value.strip()
         if _INTEGER.fullmatch(text):
@@ -167,13 +165,13 @@ def _datetime_us(text: str, where: str) -> int:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    try:
-        return (parsed - _EPOCH) // timedelta(microseconds=1)
-    except OverflowError:  # an offset moved it past year 1 or 9999
+    us = (parsed - _EPOCH) // timedelta(microseconds=1)
+    if not _US_MIN <= us <= _US_MAX:  # an offset moved it past year 1 or 9999
         raise TransformError(
             f"mapping {where}: {text!r} is outside the years 1 to 9999 in UTC",
             rule="mapping.timestamp_range",
-        ) from None
+        )
+    return us
 
 
 def epoch_us(value: Any, unit: str, where: str) -> int:

@@ -300,9 +300,10 @@ def _map(table: dict[Any, Any], has_default: bool, where: str) -> Step:
 
 def _scale(factor: int | float, decimals: Decimals, where: str) -> Step:
     exact_factor = factor if type(factor) is int else Decimal(repr(factor))
+    integral = type(factor) is int and decimals == "number"
 
     def scaled(value: Any) -> Any:
-        if type(value) is int and type(exact_factor) is int:
+        if integral and type(value) is int:
             return value * exact_factor
         number = to_decimal(value, where, "scale")
         product = exact(where, "scale", EXACT.multiply, number, exact_factor)
