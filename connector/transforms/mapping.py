@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from connector.errors import BadRecordError, ConfigError, TransformError, unexpected
-from connector.mappingspec import ElementSpec, FlattenSpec, ValueSpec
+from connector.mappingspec import ElementSpec, ValueSpec
 from connector.transforms.filters import compile_when
+from connector.transforms.flatten import Flattener
 from connector.transforms.ops import Slot, compile_slot, source_names
-from connector.transforms.paths import Getter, compile_path, parse_path, walk
+from connector.transforms.paths import parse_path, walk
 from connector.transforms.registry import import_string
 
 if TYPE_CHECKING:
@@ -58,42 +59,6 @@ def _read(slot: Slot, record: Record, get: Callable[[str], Any]) -> Any:
 def _as_id(value: Any) -> Any:
     """IDs are strings in MoEngage: ints (not bools, not floats) are converted."""
     return str(value) if type(value) is int else value
-
-
-def _flatten(
-    obj: dict[Any, Any], prefix: str, sep: str, depth: int, *, skip: bool, out: dict[str, Any]
-) -> None:
-    for key, value in obj.items():
-        name = f"{prefix}{key}"
-        if type(value) is dict and depth > 1:
-            _flatten(value, name + sep, sep, depth - 1, skip=skip, out=out)
-        elif value is not None or not skip:
-            out[name] = value
-
-
-class _Flattener:
-    """One ``flatten`` entry: the object at its path, its leaves under prefixed names."""
-
-    __slots__ = ("_depth", "_get", "_path", "_prefix", "_sep")
-
-    def __init__(self, spec: FlattenSpec, key_path: str) -> None:
-        self._get: Getter = compile_path(spec.path, f"{key_path}.path")
-        steps = parse_path(spec.path, f"{key_path}.path")
-        self._sep, self._depth, self._path = spec.separator, spec.max_depth, spec.path
-        default = spec.separator.join(str(s) for s in steps) + spec.separator
-        self._prefix = default if spec.prefix is None else spec.prefix
-
-    def into(self, record: Record, skip: bool, out: dict[str, Any]) -> None:
-        found = self._get(record)
-        if found is None:
-            return
-        if type(found) is not dict:
-            raise TransformError(
-                f"mapping: 'flatten' path {self._path!r} is a {type(found).__name__} in the "
-                "record, not a record or map",
-                rule="mapping.type",
-            )
-        _flatten(found, self._prefix, self._sep, self._depth, skip=skip, out=out)
 
 
 class _Builder:
@@ -138,7 +103,7 @@ class _Builder:
             (name, compile_slot(vs, f"{where}.fields.{name}")) for name, vs in attrs.fields.items()
         )
         self._flatten = tuple(
-            _Flattener(f, f"{where}.flatten[{i}]") for i, f in enumerate(attrs.flatten)
+            Flattener(f, f"{where}.flatten[{i}]") for i, f in enumerate(attrs.flatten)
         )
         self._constants = dict(attrs.constants)
         self._skip_nulls = attrs.skip_nulls
