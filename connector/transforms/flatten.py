@@ -1,4 +1,4 @@
-"""``flatten``: the leaves of a nested record or map as attributes: (``prefs_lang``).
+"""``flatten``: the leaves of a nested record or map as attributes, named like ``prefs_lang``.
 
 Names join the keys of each level with the separator after the prefix (default: the path's names
 and the separator); an object below ``max_depth`` levels is kept as one value; nulls are skipped
