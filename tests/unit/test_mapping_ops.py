@@ -62,6 +62,11 @@ def test_paths_reach_into_records_and_arrays(path: str, expected: Any) -> None:
     assert value(path, ORDER) == expected
 
 
+def test_field_is_still_accepted_for_path() -> None:
+    assert value({"field": "customer.address.city"}, ORDER) == "Paris"
+    assert value({"field": "customer.address.zip", "default": "-"}, ORDER) == "-"
+
+
 def test_pseudo_fields_and_defaults() -> None:
     assert value("$key", {}) == "k-1"
     assert value("$timestamp", {}, ts=1_700_000_000_123) == 1_700_000_000_123
