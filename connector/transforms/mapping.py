@@ -21,7 +21,7 @@ from connector.errors import BadRecordError, ConfigError, TransformError, unexpe
 from connector.mappingspec import ElementSpec, ValueSpec
 from connector.transforms.filters import compile_when
 from connector.transforms.flatten import Flattener
-from connector.transforms.ops import Slot, compile_slot, source_names
+from connector.transforms.ops import Slot, compile_slot, source_names, source_paths
 from connector.transforms.paths import parse_path, walk
 from connector.transforms.registry import import_string
 
@@ -79,9 +79,10 @@ class _Builder:
             for key, vs in spec.user_identifiers.items()
         )
         self._identity_fields = ", ".join(
-            repr(vs.field)
+            repr(path)
             for vs in [spec.customer_id, *spec.user_identifiers.values()]
-            if vs is not None and vs.field is not None
+            if vs is not None
+            for path in source_paths(vs)
         )
 
         attrs = spec.attributes
@@ -263,7 +264,7 @@ class _EventBuilder(_Builder):
         super().__init__(spec, key_path)
         assert spec.action is not None  # ElementSpec guarantees it for events
         self._action = compile_slot(spec.action, f"{key_path}.action")
-        self._action_path = spec.action.field
+        self._action_path = ", ".join(source_paths(spec.action)) or "(a constant)"
         self._optional = tuple(
             (name, compile_slot(vs, f"{key_path}.{name}"))
             for name in _ACTION_FIELDS
