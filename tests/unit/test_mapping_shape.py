@@ -304,3 +304,11 @@ def test_path_uses_lists_every_path_with_what_it_needs() -> None:
         PathUse(f"{m}.attributes.fields.who.coalesce[0]", "nick", "any"),
         PathUse(f"{m}.attributes.fields.who.coalesce[1]", "email", "string"),
     ]
+
+
+def test_a_missing_coalesced_identity_names_every_path_tried() -> None:
+    spec = {"type": "customer", "customer_id": {"coalesce": ["customer.uid", "customer.login"]}}
+    with pytest.raises(TransformError) as info:
+        run(spec)
+    assert info.value.rule == "mapping.missing_field"
+    assert "'customer.uid', 'customer.login'" in str(info.value)
