@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 
 class _Frozen(BaseModel):
@@ -116,7 +116,7 @@ def _dotted(names: list[str], key: str, fix: str) -> None:
     for i, name in enumerate(names):
         if "." in name or "[" in name:
             raise ValueError(
-                f"{key}[{i}] {name!r} is a path, but '{key}' names keys of the 'from' object (the "
+                f"item {i} {name!r} is a path, but '{key}' names keys of the 'from' object (the "
                 f"record's top level without 'from'); {fix}"
             )
 
@@ -140,19 +140,29 @@ class AttributesSpec(_Frozen):
     constants: dict[str, Any] = {}
     skip_nulls: bool = True
 
-    @model_validator(mode="after")
-    def _keys_not_paths(self) -> AttributesSpec:
-        if self.include is not None:
-            _dotted(self.include, "include", _FIELDS_FIX)
-        _dotted(self.drop, "drop", "a nested field is never copied unless 'fields' names it")
-        for old, new in self.rename.items():
+    @field_validator("include")
+    @classmethod
+    def _include_keys(cls, v: list[str] | None) -> list[str] | None:
+        _dotted(v or [], "include", _FIELDS_FIX)
+        return v
+
+    @field_validator("drop")
+    @classmethod
+    def _drop_keys(cls, v: list[str]) -> list[str]:
+        _dotted(v, "drop", "a nested field is never copied unless 'fields' names it")
+        return v
+
+    @field_validator("rename")
+    @classmethod
+    def _rename_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for old, new in v.items():
             if "." in old or "[" in old:
                 raise ValueError(
-                    f"rename key {old!r} is a path, but 'rename' renames keys of the 'from' object "
-                    f"(the record's top level without 'from'); instead write "
-                    f"'fields: {{{new}: {old}}}' (or use 'flatten')"
+                    f"key {old!r} is a path, but 'rename' renames keys of the 'from' object (the "
+                    f"record's top level without 'from'); instead write 'fields: {{{new}: {old}}}' "
+                    "(or use 'flatten')"
                 )
-        return self
+        return v
 
     @property
     def copies(self) -> bool:

@@ -122,17 +122,25 @@ def test_flatten_of_a_missing_map_and_of_a_scalar() -> None:
 
 def test_a_dotted_include_is_a_configuration_error_naming_fields() -> None:
     ((where, problem),) = problems({**CUSTOMER, "attributes": {"include": ["customer.email"]}})
-    assert where == "topics[0].transform.mapping[0].attributes"
-    assert "include[0] 'customer.email' is a path" in problem
+    assert where == "topics[0].transform.mapping[0].attributes.include"
+    assert "item 0 'customer.email' is a path" in problem
     assert "fields: {name: path}" in problem
     assert "flatten" in problem
+
+
+def test_dotted_include_drop_and_rename_are_each_reported() -> None:
+    attrs = {"include": ["a.b"], "drop": ["items[0]"], "rename": {"c.d": "e"}}
+    where = [w for w, _ in problems({**CUSTOMER, "attributes": attrs})]
+    assert where == [
+        f"topics[0].transform.mapping[0].attributes.{k}" for k in ("include", "drop", "rename")
+    ]
 
 
 def test_a_dotted_rename_key_is_a_configuration_error_naming_fields() -> None:
     attrs = {"rename": {"customer.email": "email"}}
     ((where, problem),) = problems({**CUSTOMER, "attributes": attrs})
-    assert where == "topics[0].transform.mapping[0].attributes"
-    assert "rename key 'customer.email' is a path" in problem
+    assert where == "topics[0].transform.mapping[0].attributes.rename"
+    assert "key 'customer.email' is a path" in problem
     assert "fields: {email: customer.email}" in problem
 
 
