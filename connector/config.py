@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -20,7 +20,6 @@ import yaml
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -32,6 +31,11 @@ from pydantic import ValidationError as PydanticValidationError
 from connector.catalogue.settings import CatalogueSettings
 from connector.configcheck import describe
 from connector.errors import ConfigError
+
+# The mapping's model has a module of its own; re-exported where it always was (hence the aliases).
+from connector.mappingspec import AttributesSpec as AttributesSpec  # noqa: PLC0414
+from connector.mappingspec import ElementSpec as ElementSpec  # noqa: PLC0414
+from connector.mappingspec import ValueSpec as ValueSpec  # noqa: PLC0414
 from connector.policy import PolicySettings
 from connector.safeyaml import load_yaml
 
@@ -79,82 +83,6 @@ _DEFAULT_KAFKA: dict[str, Any] = {
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-
-# ----- value references used by the declarative mapping ------------------------------------------
-
-
-class ValueSpec(_Frozen):
-    """Where one output value comes from: a field path in the record, or a constant."""
-
-    field: str | None = None
-    const: Any = None
-    default: Any = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ValueSpec:
-        if (self.field is None) == (self.const is None):
-            raise ValueError("give exactly one of 'field' (a dotted path) or 'const'")
-        return self
-
-
-def _value_spec(v: Any) -> Any:
-    # A bare string is the common case: a dotted field path.
-    if isinstance(v, str):
-        return {"field": v}
-    return v
-
-
-Value = Annotated[ValueSpec, BeforeValidator(_value_spec)]
-
-
-class AttributesSpec(_Frozen):
-    """Which record fields become the element's attributes, and how they are renamed."""
-
-    source: str | None = Field(
-        default=None,
-        alias="from",
-        description="dotted path of a map in the record; default: the record's top-level fields",
-    )
-    include: list[str] | None = None
-    drop: list[str] = []
-    rename: dict[str, str] = {}
-    constants: dict[str, Any] = {}
-    skip_nulls: bool = True
-
-
-class ElementSpec(_Frozen):
-    """One MoEngage element produced from every record of a topic (declarative mapping)."""
-
-    type: Literal["customer", "device", "event"]
-    customer_id: Value | None = None
-    user_identifiers: dict[str, Value] = {}
-    update_existing_only: bool | None = None
-    attributes: AttributesSpec = AttributesSpec()
-    device_id: Value | None = None
-    # event actions
-    action: Value | None = None
-    current_time: Value | None = None
-    user_time: Value | None = None
-    platform: Value | None = None
-    app_version: Value | None = None
-    user_timezone_offset: Value | None = None
-
-    @model_validator(mode="after")
-    def _check_shape(self) -> ElementSpec:
-        if self.customer_id is None and not self.user_identifiers:
-            raise ValueError("give 'customer_id' or 'user_identifiers' (identity resolution)")
-        event_only = ("action", "current_time", "user_time", "app_version", "user_timezone_offset")
-        if self.type == "event":
-            if self.action is None:
-                raise ValueError("an event mapping needs 'action' (the event name)")
-        else:
-            misplaced = [k for k in event_only if getattr(self, k) is not None]
-            if misplaced:
-                raise ValueError(f"{', '.join(misplaced)} only apply to type 'event'")
-        if self.type != "customer" and self.update_existing_only is not None:
-            raise ValueError("'update_existing_only' only applies to type 'customer'")
-        return self
 
 
 class TransformSpec(_Frozen):
@@ -600,7 +528,7 @@ def _loc_to_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part.startswith(("function-", "list[", "dict[")) or part in {"ValueSpec"}:
+        elif part.startswith(("function-", "list[", "dict[")) or part in {"ValueSpec", "WhenSpec"}:
             continue  # pydantic's internal validator names say nothing to a user
         else:
             out = _join(out, part)

@@ -1,14 +1,15 @@
 """The declarative mapping: record fields -> MoEngage elements, with no user code.
 
-Each ``ElementSpec`` of a topic yields one element per record. All paths are split and every
-value reference is compiled once, in ``__init__``: a top-level field into a ``Slot`` read inline
-with the record value's own ``dict.get`` (most mappings name only top-level fields), anything else
-into a small getter. Per record the work is a few dict lookups and one copy or comprehension for
-the attributes.
+Each ``ElementSpec`` of a topic yields at most one element per record (none when its ``when`` is
+false). Everything is compiled once, in ``__init__``: paths into steps (``paths``), values into
+getters with their operations (``ops``), ``when`` into a predicate (``filters``), ``then`` into
+the imported function. A plain top-level field is a ``Slot`` read inline with the record value's
+own ``dict.get`` (most mappings name only top-level fields). Per record the work is a few dict
+lookups and one copy or comprehension for the attributes, plus what the spec adds.
 
-Value paths are dotted paths into ``record.value`` (nested dicts), or one of the pseudo-fields
-``$key`` (the record key as UTF-8 text), ``$timestamp`` (the record timestamp in ms) and ``$topic``.
-A path that is missing or null gives the ``default`` of its ``ValueSpec``.
+Attributes, later keys winning: the keys copied from the ``from`` object (or the record's top
+level, leaving out the fields used for identity, action, times, ...), then ``flatten``, then
+``fields``, then ``constants``. Keys are copied unless only ``fields``/``flatten`` are given.
 """
 
 from __future__ import annotations
@@ -16,18 +17,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from connector.config import ElementSpec, ValueSpec
-from connector.errors import ConfigError, TransformError
+from connector.errors import BadRecordError, ConfigError, TransformError, unexpected
+from connector.mappingspec import ElementSpec, ValueSpec
+from connector.transforms.filters import compile_when
+from connector.transforms.flatten import Flattener
+from connector.transforms.ops import Slot, compile_slot, source_names, source_paths
+from connector.transforms.paths import parse_path, walk
+from connector.transforms.registry import import_string
 
 if TYPE_CHECKING:
     from connector.elements import Element
     from connector.transforms import Record
 
-Getter = Callable[["Record"], Any]
-# (top-level field name, default, None) or (None, None, getter): how one value is read. A plain
-# field is read inline, no call per value; a getter keeps its place in the order of evaluation, so
-# the first error a record raises ('$key' not UTF-8, a missing identity) is the one it always did.
-Slot = tuple[str | None, Any, Getter | None]
 _NOTHING: dict[str, Any] = {}  # read, never written: the fields of a value that is no object
 
 # ElementSpec fields whose values are taken from the record; their first path segment is left out
@@ -46,67 +47,6 @@ _VALUE_FIELDS = (
 _ACTION_FIELDS = ("platform", "app_version", "current_time", "user_time", "user_timezone_offset")
 
 
-def _decode_key(key: bytes) -> str:
-    try:
-        return key.decode("utf-8")
-    except UnicodeDecodeError:
-        raise TransformError(
-            "mapping: the record key is not UTF-8 text, so '$key' cannot be used",
-            rule="mapping.key_encoding",
-        ) from None
-
-
-def compile_value(spec: ValueSpec, key_path: str) -> Getter:
-    """A getter ``(record) -> value`` for one ``ValueSpec``; missing or null -> its default."""
-    if spec.field is None:
-        const = spec.const
-        return lambda _record: const
-    field, default = spec.field, spec.default
-    if field == "$key":
-        return lambda r: default if r.key is None else _decode_key(r.key)
-    if field == "$timestamp":
-        return lambda r: default if r.timestamp_ms is None else r.timestamp_ms
-    if field == "$topic":
-        return lambda r: r.topic
-    if field.startswith("$"):
-        problem = f"unknown pseudo-field {field!r}; use $key, $timestamp or $topic"
-        raise ConfigError([(key_path, problem)])
-    parts = tuple(field.split("."))
-    if not all(parts):
-        raise ConfigError([(key_path, f"{field!r} has an empty segment; write 'a.b.c'")])
-    if len(parts) == 1:
-        (name,) = parts
-
-        def get_top(r: Record) -> Any:
-            value = r.value
-            if isinstance(value, dict):
-                found = value.get(name)
-                if found is not None:
-                    return found
-            return default
-
-        return get_top
-
-    def get_nested(r: Record) -> Any:
-        value = r.value
-        for part in parts:
-            if not isinstance(value, dict):
-                return default
-            value = value.get(part)
-        return default if value is None else value
-
-    return get_nested
-
-
-def compile_slot(spec: ValueSpec, key_path: str) -> Slot:
-    """The ``Slot`` for one ``ValueSpec`` (checked by ``compile_value`` either way)."""
-    getter = compile_value(spec, key_path)
-    field = spec.field
-    if field is not None and not field.startswith("$") and "." not in field:
-        return field, spec.default, None
-    return None, None, getter
-
-
 def _read(slot: Slot, record: Record, get: Callable[[str], Any]) -> Any:
     """One slot's value; ``get`` is the record value's ``dict.get`` (or ``_NOTHING.get``)."""
     name, default, getter = slot
@@ -114,12 +54,6 @@ def _read(slot: Slot, record: Record, get: Callable[[str], Any]) -> Any:
         return getter(record)
     found = get(name)  # type: ignore[arg-type]
     return default if found is None else found
-
-
-def _first_segment(spec: ValueSpec | None) -> str | None:
-    if spec is None or spec.field is None or spec.field.startswith("$"):
-        return None
-    return spec.field.split(".", 1)[0]
 
 
 def _as_id(value: Any) -> Any:
@@ -145,27 +79,36 @@ class _Builder:
             for key, vs in spec.user_identifiers.items()
         )
         self._identity_fields = ", ".join(
-            repr(vs.field)
+            repr(path)
             for vs in [spec.customer_id, *spec.user_identifiers.values()]
-            if vs is not None and vs.field is not None
+            if vs is not None
+            for path in source_paths(vs)
         )
 
         attrs = spec.attributes
-        self._source = None if attrs.source is None else tuple(attrs.source.split("."))
+        where = f"{key_path}.attributes"
+        self._source = None if attrs.source is None else parse_path(attrs.source, f"{where}.from")
         self._source_path = attrs.source
+        self._copies = attrs.copies
         drop = frozenset(attrs.drop)
         self._include = (
             None if attrs.include is None else tuple(k for k in attrs.include if k not in drop)
         )
         consumed: set[str] = set()
         if attrs.source is None and attrs.include is None:
-            specs = [getattr(spec, n) for n in _VALUE_FIELDS]
-            specs += spec.user_identifiers.values()
-            consumed = {s for s in map(_first_segment, specs) if s is not None}
+            for vs in [*(getattr(spec, n) for n in _VALUE_FIELDS), *spec.user_identifiers.values()]:
+                consumed |= source_names(vs)
         self._excluded = drop | consumed
         self._rename = dict(attrs.rename)
+        self._fields = tuple(
+            (name, compile_slot(vs, f"{where}.fields.{name}")) for name, vs in attrs.fields.items()
+        )
+        self._flatten = tuple(
+            Flattener(f, f"{where}.flatten[{i}]") for i, f in enumerate(attrs.flatten)
+        )
         self._constants = dict(attrs.constants)
         self._skip_nulls = attrs.skip_nulls
+        self._added = bool(self._fields or self._flatten)
 
     def build(self, record: Record) -> Element:
         raise NotImplementedError
@@ -195,12 +138,27 @@ class _Builder:
             )
         return cid, ids
 
-    def _attributes(self, value: Any) -> dict[str, Any]:
-        """The element's attributes from the record value: always a new dict of its own."""
+    def _attributes(self, record: Record, value: Any) -> dict[str, Any]:
+        """The element's attributes from the record: always a new dict of its own."""
+        attrs = self._copied(value) if self._copies else {}
+        if self._added:
+            skip = self._skip_nulls
+            for flattener in self._flatten:
+                flattener.into(record, skip, attrs)
+            get = value.get if isinstance(value, dict) else _NOTHING.get
+            for name, slot in self._fields:
+                found = _read(slot, record, get)
+                if found is not None or not skip:
+                    attrs[name] = found
+        if self._constants:
+            attrs.update(self._constants)
+        return attrs
+
+    def _copied(self, value: Any) -> dict[str, Any]:
+        """The keys copied from the ``from`` object or the record's top level."""
         src = value
         if self._source is not None:
-            for part in self._source:
-                src = src.get(part) if isinstance(src, dict) else None
+            src = walk(src, self._source)
             if src is None:
                 src = {}
             elif not isinstance(src, dict):
@@ -239,8 +197,6 @@ class _Builder:
                 attrs = {k: v for k, v in src.items() if v is not None and k not in excl}
             else:
                 attrs = {k: v for k, v in src.items() if k not in excl}
-        if self._constants:
-            attrs.update(self._constants)
         return attrs
 
 
@@ -255,7 +211,7 @@ class _CustomerBuilder(_Builder):
         value = record.value
         get = value.get if isinstance(value, dict) else _NOTHING.get
         cid, ids = self._identity(record, get)
-        attrs = self._attributes(value)
+        attrs = self._attributes(record, value)
         if ids:
             attrs.update(ids)  # identity resolution: identifiers travel as attributes (seed 000)
         if self._platform is not None:
@@ -292,7 +248,7 @@ class _DeviceBuilder(_Builder):
             device_id = _read(self._device_id, record, get)
             if device_id is not None:
                 element["device_id"] = _as_id(device_id)
-        attrs = self._attributes(value)
+        attrs = self._attributes(record, value)
         if self._platform is not None:
             platform = _read(self._platform, record, get)
             if platform is not None:
@@ -308,7 +264,7 @@ class _EventBuilder(_Builder):
         super().__init__(spec, key_path)
         assert spec.action is not None  # ElementSpec guarantees it for events
         self._action = compile_slot(spec.action, f"{key_path}.action")
-        self._action_path = spec.action.field
+        self._action_path = ", ".join(source_paths(spec.action)) or "(a constant)"
         self._optional = tuple(
             (name, compile_slot(vs, f"{key_path}.{name}"))
             for name in _ACTION_FIELDS
@@ -334,7 +290,7 @@ class _EventBuilder(_Builder):
                 f"event mapping: action field {self._action_path!r} is missing or null",
                 rule="mapping.missing_field",
             )
-        action: dict[str, Any] = {"action": name, "attributes": self._attributes(value)}
+        action: dict[str, Any] = {"action": name, "attributes": self._attributes(record, value)}
         for key, slot in self._optional:
             found = _read(slot, record, get)
             if found is not None:
@@ -350,30 +306,92 @@ _BUILDERS: dict[str, type[_Builder]] = {
 }
 
 
+def _guarded(build: Callable[[Record], Any], spec: ElementSpec, key_path: str) -> Any:
+    """``build`` behind the spec's ``when`` and followed by its ``then``, when it has them."""
+    if spec.when is not None:
+        test = compile_when(spec.when, f"{key_path}.when")
+        unguarded = build
+
+        def build(record: Record) -> Any:
+            return unguarded(record) if test(record) else None
+
+    if spec.then is not None:
+        name, where = spec.then, f"{key_path}.then"
+        fn = import_string(name, key_path=where)
+        if not callable(fn):
+            raise ConfigError([(where, f"{name} is a {type(fn).__name__}, not a function")])
+        made = build
+
+        def build(record: Record) -> Any:
+            element = made(record)
+            if element is None:
+                return None
+            try:
+                out = fn(element, record)
+            except BadRecordError:
+                raise
+            except Exception as e:
+                raise unexpected(TransformError, "transform.raised", f"'then' {name}", e) from e
+            return _checked(out, name)
+
+    return build
+
+
+def _checked(out: Any, name: str) -> Element | list[Element] | None:
+    """What a ``then`` function returned: an element, a list of them, or None (no element)."""
+    if out is None:
+        return None
+    items = out if isinstance(out, list) else [out]
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            raise TransformError(
+                f"'then' {name} returned {type(item).__name__} (item {i}); it must return an "
+                "element dict with a string 'type', a list of them or None",
+                rule="transform.output",
+            )
+    return out  # type: ignore[no-any-return]
+
+
 class MappingTransform:
-    """One element per ``ElementSpec`` for every record, in the exact MoEngage JSON shape.
+    """The elements of the ``ElementSpec``s for every record, in the exact MoEngage JSON shape:
+    one per spec, none for a spec whose ``when`` is false, what its ``then`` returns.
 
     ``key_path`` locates the mapping in the configuration for ``ConfigError`` (all problems of
     all element specs are reported together).
     """
 
-    __slots__ = ("_builds",)
+    __slots__ = ("_builds", "_plain")
 
     def __init__(self, specs: Sequence[ElementSpec], *, key_path: str = "mapping") -> None:
         if not specs:
             raise ConfigError([(key_path, "a mapping needs at least one element")])
-        builds: list[Callable[[Record], Element]] = []
+        builds: list[Callable[[Record], Any]] = []
         problems: list[tuple[str, str]] = []
         for i, spec in enumerate(specs):
+            where = f"{key_path}[{i}]"
             try:
-                builds.append(_BUILDERS[spec.type](spec, f"{key_path}[{i}]").build)
+                builds.append(_guarded(_BUILDERS[spec.type](spec, where).build, spec, where))
             except ConfigError as e:
                 problems.extend(e.problems)
         if problems:
             raise ConfigError(problems)
         self._builds = tuple(builds)
+        # Without 'when' and 'then' every spec makes exactly one element.
+        self._plain = all(spec.when is None and spec.then is None for spec in specs)
 
     def __call__(self, record: Record) -> list[Element]:
-        if len(self._builds) == 1:
-            return [self._builds[0](record)]
-        return [build(record) for build in self._builds]
+        builds = self._builds
+        if self._plain:
+            if len(builds) == 1:
+                return [builds[0](record)]
+            return [build(record) for build in builds]
+        out: list[Element] = []
+        for build in builds:
+            made = build(record)
+            if made is None:
+                continue
+            if type(made) is list:
+                out.extend(made)
+            else:
+                out.append(made)
+        return out

@@ -12,8 +12,7 @@ referenced by name, logical types. A type is checked against ``want`` in any non
 the check never refuses a value the record can carry; a name the schema does not define is taken
 as unknown, and anything goes below it.
 
-``path_uses`` lists what today's mapping (``ElementSpec``) reads. PROVISIONAL: the mapping
-language's own ``path_uses`` (same signature) replaces it once that lands.
+What a mapping reads comes from the mapping language itself (``transforms.uses.path_uses``).
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from connector.config import ElementSpec, TopicSpec
+from connector.config import TopicSpec
 from connector.transforms.avrotypes import (
     Names,
     branches,
@@ -36,7 +35,8 @@ from connector.transforms.avrotypes import (
     read_as_text,
     satisfies,
 )
-from connector.transforms.pathuse import PathUse, Want
+from connector.transforms.pathuse import PathUse
+from connector.transforms.uses import path_uses
 
 __all__ = ["PSEUDO_FIELDS", "Problem", "check_paths", "check_topic", "parse_path", "path_uses"]
 
@@ -272,49 +272,6 @@ def _miss_problem(use: PathUse, miss: _Miss, failed: set[tuple[str, str]]) -> Pr
     ):
         message += f" ({_const_hint(use.path)})"
     return Problem(use.where, message, miss.name, miss.closest)
-
-
-# ----- today's mapping (PROVISIONAL: replaced by the mapping language's path_uses) ---------------
-
-_LEGACY_WANTS: tuple[tuple[str, Want], ...] = (
-    ("customer_id", "scalar"),
-    ("device_id", "scalar"),
-    ("action", "string"),
-    ("current_time", "timestamp"),
-    ("user_time", "timestamp"),
-    ("platform", "string"),
-    ("app_version", "scalar"),
-    ("user_timezone_offset", "number"),
-)
-
-
-def _legacy_path_uses(spec: ElementSpec, where: str) -> list[PathUse]:
-    """What one ``ElementSpec`` of today's mapping reads, ``where`` being its key path
-    (``topics[0].transform.mapping[1]``). ``include``/``drop``/``rename`` keys are names inside
-    the ``from`` object (the record's top level without one)."""
-    uses: list[PathUse] = []
-    for name, want in _LEGACY_WANTS:
-        vs = getattr(spec, name)
-        if vs is not None and vs.field is not None:
-            uses.append(PathUse(f"{where}.{name}", vs.field, want))
-    for key, vs in spec.user_identifiers.items():
-        if vs.field is not None:
-            uses.append(PathUse(f"{where}.user_identifiers.{key}", vs.field, "scalar"))
-    attrs = spec.attributes
-    source = attrs.source
-    if source is not None:
-        uses.append(PathUse(f"{where}.attributes.from", source, "object"))
-    keys = [(f"include[{i}]", k) for i, k in enumerate(attrs.include or ())]
-    keys += [(f"drop[{i}]", k) for i, k in enumerate(attrs.drop)]
-    keys += [(f"rename.{k}", k) for k in attrs.rename]
-    for at, key in keys:
-        uses.append(
-            PathUse(f"{where}.attributes.{at}", key if source is None else f"{source}.{key}", "any")
-        )
-    return uses
-
-
-path_uses = _legacy_path_uses
 
 
 def check_topic(topic: TopicSpec, index: int, schema: Any | None) -> list[Problem]:

@@ -354,45 +354,7 @@ def test_without_a_schema_only_the_form_is_checked() -> None:
     assert check_paths(None, [use("no.such[3].field", "number", "nothing")]) == []
 
 
-# ----- today's mapping --------------------------------------------------------------------------
-
-
-def test_legacy_path_uses_cover_every_value_and_attribute_key() -> None:
-    spec = ElementSpec.model_validate(
-        {
-            "type": "event",
-            "customer_id": "customer.id",
-            "user_identifiers": {"moe_email": "customer.email"},
-            "device_id": {"field": "device", "default": "d"},
-            "action": {"const": "Order Placed"},
-            "current_time": "placed_at",
-            "user_time": "local_time",
-            "platform": "platform",
-            "app_version": "app.version",
-            "user_timezone_offset": "tz",
-            "attributes": {
-                "from": "customer",
-                "include": ["email"],
-                "drop": ["id"],
-                "rename": {"email": "mail"},
-            },
-        }
-    )
-    w = "topics[0].transform.mapping[0]"
-    assert path_uses(spec, w) == [
-        PathUse(f"{w}.customer_id", "customer.id", "scalar"),
-        PathUse(f"{w}.device_id", "device", "scalar"),
-        PathUse(f"{w}.current_time", "placed_at", "timestamp"),
-        PathUse(f"{w}.user_time", "local_time", "timestamp"),
-        PathUse(f"{w}.platform", "platform", "string"),
-        PathUse(f"{w}.app_version", "app.version", "scalar"),
-        PathUse(f"{w}.user_timezone_offset", "tz", "number"),
-        PathUse(f"{w}.user_identifiers.moe_email", "customer.email", "scalar"),
-        PathUse(f"{w}.attributes.from", "customer", "object"),
-        PathUse(f"{w}.attributes.include[0]", "customer.email", "any"),
-        PathUse(f"{w}.attributes.drop[0]", "customer.id", "any"),
-        PathUse(f"{w}.attributes.rename.email", "customer.email", "any"),
-    ]
+# ----- the mapping's own path_uses -----------------------------------------------------------
 
 
 def test_attribute_keys_without_from_are_top_level_names() -> None:
