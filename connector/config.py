@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from connector.errors import ConfigError
+from connector.merging import Coalesce
 from connector.safeyaml import load_yaml
 
 # librdkafka / Schema Registry properties whose values are secrets: masked wherever settings print.
@@ -254,10 +255,23 @@ class MoEngageSettings(_Frozen):
         description="static share of the account budget; default: owned/total partitions",
     )
     device_cost: int = Field(default=1, ge=0, description="users a device element spends")
-    coalesce: bool = Field(
-        default=True,
-        description="merge a customer's consecutive events/updates in a request into one element",
+    coalesce: Coalesce = Field(
+        default="backlog",
+        description="where a customer's next update (or device, or event) is merged into its "
+        "latest unsent element: 'request' (the request being filled), 'backlog' (also requests "
+        "waiting for the budget; events only within a request) or 'off'. true means 'backlog', "
+        "false 'off'. A merge sends the customer's latest state, not the states in between",
     )
+
+    @field_validator("coalesce", mode="before")
+    @classmethod
+    def _coalesce_bool(cls, v: Any) -> Any:
+        # The setting was a boolean: true merged as much as there was, which is now 'backlog'.
+        if v is True:
+            return "backlog"
+        if v is False:
+            return "off"
+        return v
 
     @field_validator("data_center")
     @classmethod
