@@ -318,6 +318,13 @@ class SchemaRegistrySettings(_Frozen):
 
 class PipelineSettings(_Frozen):
     commit_interval_ms: int = Field(default=1000, ge=10)
+    commit_after_accept_ms: int | None = Field(
+        default=50,
+        ge=0,
+        description="after a request is accepted, its records are committed within about this "
+        "long (one commit at a time, at most one per this period; the loop never waits for it), "
+        "so a hard kill resends little; null: only every commit_interval_ms",
+    )
     consume_batch_size: int = Field(default=1000, ge=1, le=100_000)
     poll_timeout_ms: int = Field(default=20, ge=1)
     max_buffered_records: int = Field(default=10_000, ge=1)
