@@ -15,6 +15,11 @@ backs off and resends too, and becomes fatal once one request has had such answe
 elements MoEngage rejects and reports each one as bad input; FATAL (redirects included) raises
 :class:`FatalApiError`. Nothing is acknowledged except by ACCEPTED.
 
+With ``coalesce: backlog`` a lane takes up its next batch only once the budget has room for it
+(:meth:`Delivery._until_room`): a batch waiting for the budget waits in the queue, where a
+customer's next update may still merge into it, and is sealed (:meth:`Batcher.seal`) when the lane
+takes it up, so nothing is merged into a request being paid for, sent or retried.
+
 Once requests have gone unaccepted for ``unready_after`` seconds, :meth:`Delivery.api_problem` says
 why (for ``/readyz``). :meth:`Delivery.stopping` ends every backoff and throttle wait at once: those
 records stay unacknowledged (read again after a restart), while requests in flight get their answer.
@@ -280,14 +285,20 @@ class Delivery:
                 self._idle.set()
 
     async def _until_room(self, batch: Batch) -> None:
-        """Wait (without taking anything) until the budget has room for some of ``batch``: until
-        then it stays in the queue, unsealed, and a customer's next update can still merge into
-        it. Taking it up then goes through :meth:`_pay` as usual (which may still wait, when
-        another lane took the room first)."""
-        users, events = min(batch.users, 1), min(batch.events, 1)
-        while (wait := self._budget.wait_time(users, events, self._clock())) > 0:
-            if not self._budget.fits_ever(users, events):
-                return  # :meth:`_pay` splits or sends it alone
+        """Wait (without taking anything) until the budget has room for ``batch``, or for a part
+        of it worth sending now (:meth:`_affordable_cut`'s rule): until then it stays in the
+        queue, unsealed, and a customer's next update can still merge into it. Taking it up then
+        goes through :meth:`_pay` as usual (which may still wait, when another lane took the
+        room first)."""
+        users, events = batch.users, batch.events
+        budget = self._budget
+        while True:
+            now = self._clock()
+            wait = budget.wait_time(users, events, now)
+            if wait <= 0 or not budget.fits_ever(users, events):
+                return  # a batch that never fits: :meth:`_pay` splits it
+            if self._affordable_cut(batch, users, events, wait, now) is not None:
+                return
             self.metrics.waited_for_tokens(min(wait, 1.0))
             await self._sleep(min(wait, 1.0))
 
