@@ -172,8 +172,13 @@ def test_2_sigkill_at_random_moments_loses_nothing(
             )
             proc.stop(signal.SIGKILL)
             dead_at = time.time()
-            # The commits it left: the first sample taken after it died (nobody commits now).
-            wait_until(lambda t=dead_at: r.sampler.samples[-1][0] > t, 30, "a commit sample")
+            # The commits it left (nobody commits now): the second sample finished after it
+            # died was asked for after it died.
+            wait_until(
+                lambda t=dead_at: sum(1 for at, _ in r.sampler.samples[-2:] if at > t) == 2,
+                30,
+                "two commit samples",
+            )
             r.kills.append(Kill(dead_at, dict(r.sampler.latest())))
         final = r.start(cfg)
         r.wait_all_committed(120)
