@@ -9,7 +9,10 @@ produces a fixed, seeded backlog once (events as raw Avro, users in Confluent fr
 3. the connector again with 50 ms of sandbox latency per request;
 4. the connector on an empty topic fed 2,000 records/s in real time: per-record latency;
 5. the connector over the backlog once more, sampled by py-spy (if installed; its figures are
-   reported apart and used for no target).
+   reported apart and used for no target);
+6. the budget phases (``bench/budget.py``): a backlog of profile updates, then one with events
+   mixed in, against a scaled-down users/events budget, with ``coalesce: backlog`` and
+   ``request``. ``--only budget`` runs just these.
 
 Prints a table and writes every figure to ``.bench/results.json`` with PASS/MISS per target.
 """
@@ -25,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from bench import budget as budget_phase
 from bench.ceiling import run_ceiling
 from bench.phases import Env, backlog_run, latency_run, py_spy_path
 from bench.report import machine, run_json, source_tree, table, targets
@@ -73,6 +77,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--skip-latency", action="store_true", help="no steady-rate latency run")
     ap.add_argument("--skip-profile", action="store_true", help="no extra run under py-spy")
     ap.add_argument("--budget", type=float, default=560, help="skip later phases past this, s")
+    ap.add_argument("--only", choices=["budget"], help="run only these phases")
+    ap.add_argument("--skip-budget", action="store_true", help="no budget phases")
+    budget_phase.add_arguments(ap)
     ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "results.json")
     args = ap.parse_args(argv)
     scale = 10 if args.quick else 1
@@ -265,6 +272,8 @@ def _phases(
             f"latency: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
             f"({lat['matched_in_sandbox']:,} records)"
         )
+    if not args.skip_budget and clock.fits("budget", 240):
+        doc["budget"] = budget_phase.run_phases(env, args, _say)
     if args.skip_profile:
         return
     if py_spy_path() is None:
@@ -333,13 +342,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
+def only_budget(args: argparse.Namespace) -> int:
+    """``--only budget``: the budget phases alone, on a broker of their own."""
+    workdir = args.out.parent
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with LocalBroker(log_path=workdir / "broker.log") as broker:
+        env = Env(
+            broker.bootstrap,
+            "",
+            workdir,
+            broker.proc.pid if broker.proc else None,
+            args.max_request_bytes,
+        )
+        doc = {"machine": machine(), "budget": budget_phase.run_phases(env, args, _say)}
+    doc["wall_seconds"] = round(time.monotonic() - t0, 1)
+    out = args.out.with_name("budget.json")
+    out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str))
+    _say(f"results: {out}   wall time {doc['wall_seconds']:.0f} s")
+    return 0 if all(t["result"] == "PASS" for t in doc["budget"]["targets"]) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     configure("warning", "console")  # the registry stand-in in this process: quiet
+    if args.only == "budget":
+        return only_budget(args)
     t0 = time.monotonic()
     doc = run(args)
     doc["wall_seconds"] = round(time.monotonic() - t0, 1)
-    doc["targets"] = targets(doc)
+    doc["targets"] = targets(doc) + doc.get("budget", {}).get("targets", [])
     doc["anomalies"] = _anomalies(doc)
     args.out.write_bytes(
         orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str)

@@ -29,9 +29,10 @@ from aiohttp import web
 from confluent_kafka import KafkaError, Message
 
 from connector.badinput import BadInputRouter
+from connector.batching import Batch
 from connector.catalogue.guard import CatalogueUnavailable, CatalogueUnreachable, make_guard
 from connector.catalogue.rule import Names
-from connector.checkpoint import Checkpoint
+from connector.checkpoint import Checkpoint, Committer
 from connector.config import Credentials, Settings
 from connector.credcheck import check_credentials
 from connector.errors import (
@@ -99,6 +100,11 @@ class Connector:
             watch=watch,
         )
         self.checkpoint = Checkpoint(self.source, self.metrics)
+        soon = p.commit_after_accept_ms
+        self.committer = Committer(
+            self.checkpoint, (p.commit_interval_ms if soon is None else soon) / 1000
+        )
+        self._commit_soon = soon is not None
         self.router = BadInputRouter(settings, self.metrics, self._fail)
         self.budget = Budget(
             m.users_per_minute,
@@ -126,7 +132,7 @@ class Connector:
             self.budget,
             metrics=self.metrics,
             on_rejected=self.router.rejected_by_api,
-            on_accepted=self.delivered_log.accepted if self.delivered_log is not None else None,
+            on_accepted=self._accepted,
         )
         self.backpressure = Backpressure(
             self.source, self.checkpoint.ledger, p, self.delivery.flush_all
@@ -141,6 +147,13 @@ class Connector:
         self._consumed: dict[TopicPartitionKey, int] = {}
         self._elements = self._filtered = 0
         self._linger = m.linger_ms / 1000
+
+    def _accepted(self, batch: Batch) -> None:
+        """A request was accepted: its records are committed soon (never awaited here)."""
+        if self._commit_soon:
+            self.committer.poke()
+        if self.delivered_log is not None:
+            self.delivered_log.accepted(batch)
 
     # ----- lifecycle ----------------------------------------------------------------------------
 
@@ -288,13 +301,25 @@ class Connector:
         # Batches close on time even while the loop waits for the consumer (at a low input rate
         # that wait was added to the linger of every batch).
         clock = asyncio.create_task(self._linger_clock()) if self._linger > 0 else None
+        committer = asyncio.create_task(self.committer.run())
+        committer.add_done_callback(self._committer_ended)
         try:
             pending = await self._turns(pending, fetch)
         finally:
             if clock is not None:
                 clock.cancel()
+            committer.cancel()  # the shutdown commits last, after any commit under way
+            await asyncio.gather(committer, return_exceptions=True)
             if not pending.done():
                 await asyncio.wait([pending])
+
+    def _committer_ended(self, task: asyncio.Task[None]) -> None:
+        """The committer only ends when cancelled; anything else is a bug: stop loudly."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("committer_crashed", error=repr(error))
+        self._fail(ConnectorError(f"committing failed: {error!r}"), ExitCode.UNEXPECTED)
 
     async def _linger_clock(self) -> None:
         """Close each lane's open batch when its linger time is up."""
@@ -342,7 +367,7 @@ class Connector:
                 self._fail(ConnectorError(f"delivery failed: {crash!r}"), ExitCode.UNEXPECTED)
                 break
             if loop.time() >= next_commit:
-                await checkpoint.commit()
+                self.committer.poke()  # dead-letter confirmations, filtered records
                 self.share.update(len(self.source.assignment), loop.time())
                 self.metrics.coalesced(*delivery.coalesced())
                 for (topic, partition), lag in (await self.source.lags()).items():

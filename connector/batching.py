@@ -5,12 +5,14 @@ its size is known exactly and tracked incrementally instead of re-measured. A ba
 before it would cost more users or events than the rate-limit budget allows one request, so it can
 always be sent eventually.
 
-Coalescing (on by default): an event whose element differs from the customer's latest element in
-this batch only by its actions is appended to that element's ``actions`` (spliced into the bytes,
-no re-encoding of the rest); a customer update whose latest element in the batch is a customer
-update is merged into it (later values win), so the users/min budget is spent once. Only the
-customer's *latest* element is ever merged into, so one customer's updates and events keep their
-order. Pure: no HTTP, no clock.
+Coalescing (``moengage.coalesce``; the rules are :mod:`connector.merging`'s): a customer's next
+element is merged into its latest element when that one is still unsent, so the users/min budget
+is spent once. With ``request``, only within the open batch; with ``backlog``, profile elements
+(customer updates, devices) also merge into closed batches that wait for the budget, until the lane
+takes one up for sending (:meth:`Batcher.seal`). A merge never grows a batch past the byte limit
+or the budget's per-request cost cap; a merge that would is not made (the element opens its own
+place in the open batch). Only the customer's *latest* element is ever merged into, so one
+customer's updates and events keep their order. Pure: no HTTP, no clock.
 
 ``encode`` is the last check of an element: whatever JSON cannot carry exactly -- NaN or
 ±Infinity (orjson would write ``null``), an integer outside -2^63..2^64-1, a lone surrogate, a
@@ -28,15 +30,12 @@ from typing import Any, Final, Protocol
 import orjson
 
 from connector.errors import ValidationError
+from connector.merging import Coalesce, is_profile, merge_event, merge_profile
 from connector.offsets import Slot
 
 PREFIX = b'{"type":"transition","elements":['
 SUFFIX = b"]}"
 ENVELOPE_BYTES = len(PREFIX) + len(SUFFIX)
-ACTIONS_KEY = b'"actions":['
-# Array operations (seed 002) must reach MoEngage as sent: never merged.
-ARRAY_OPERATIONS = frozenset({"addValueToArrayField", "removeValueFromArrayField"})
-EVENT_KEYS = frozenset({"type", "customer_id", "device_id", "actions"})
 
 _batch_ids = itertools.count(1)
 
@@ -230,11 +229,12 @@ class Batch:
     part_users: list[int] = field(default_factory=list)  # what each part costs, exactly, so a
     part_events: list[int] = field(default_factory=list)  # part of the batch costs its own sum
     latest: dict[str, int] = field(default_factory=dict)  # customer → index of its latest part
-    updates: dict[int, dict[str, Any]] = field(default_factory=dict)  # part → customer element
+    updates: dict[int, dict[str, Any]] = field(default_factory=dict)  # part → profile element
     size: int = ENVELOPE_BYTES
     users: int = 0
     events: int = 0
     id: int = field(default_factory=lambda: next(_batch_ids))
+    sealed: bool = False  # taken up for sending: nothing is merged into it any more
 
     def __len__(self) -> int:
         return len(self.parts)
@@ -298,17 +298,24 @@ class ElementTooLarge(Exception):
 
 
 class Batcher:
-    """Accumulates elements; hands back a full batch whenever the next element would not fit."""
+    """Accumulates elements; hands back a full batch whenever the next element would not fit.
+
+    With ``coalesce="backlog"`` it also remembers, per customer, the unsealed batch holding the
+    customer's latest element (the open one or one waiting in the lane's queue), so a profile
+    update merges there; :meth:`seal` ends that for a batch taken up for sending.
+    """
 
     def __init__(
-        self, max_bytes: int, limits: CostLimits | None = None, *, coalesce: bool = False
+        self, max_bytes: int, limits: CostLimits | None = None, *, coalesce: Coalesce = "off"
     ) -> None:
         self.max_bytes = max_bytes
         self.limits = limits
         self.coalesce = coalesce
         self.current = Batch()
         self.coalesced_events = 0
-        self.coalesced_updates = 0
+        self.coalesced_updates = 0  # customer updates and devices, in any batch
+        self.merged_backlog = 0  # of those, merged into a closed batch waiting to be sent
+        self._home: dict[str, Batch] = {}  # backlog: customer → batch of its latest element
 
     def check_fits_alone(self, encoded: bytes) -> None:
         if len(encoded) + ENVELOPE_BYTES > self.max_bytes:
@@ -342,13 +349,20 @@ class Batcher:
     ) -> Batch | None:
         """Add one element (already checked to fit alone). Returns the batch it closed, if any."""
         cur = self.current
-        if (
-            element is not None
-            and self.coalesce
-            and customer in cur.latest
-            and self._merge(cur, encoded, slot, cost, customer=customer, element=element)
-        ):
-            return None
+        if element is not None and self.coalesce != "off":
+            if customer in cur.latest:
+                if self._merge(cur, encoded, slot, cost, customer=customer, element=element):
+                    return None
+            elif self.coalesce == "backlog" and customer:
+                home = self._home.get(customer)
+                if (
+                    home is not None
+                    and not home.sealed
+                    and is_profile(element)
+                    and self._merge(home, encoded, slot, cost, customer=customer, element=element)
+                ):
+                    self.merged_backlog += 1
+                    return None
         closed = None
         users, events = cost.users, cost.events
         index = len(cur.parts)
@@ -367,12 +381,22 @@ class Batcher:
         cur.slots.append(slot)
         cur.slot_part.append(index)
         cur.latest[customer] = index
-        if kind == "customer" and self.coalesce and element is not None:
+        if element is not None and self.coalesce != "off" and is_profile(element):
             cur.updates[index] = element
+        if self.coalesce == "backlog" and customer:
+            self._home[customer] = cur
         cur.users += users
         cur.events += events
         slot.add_element()
         return closed
+
+    def seal(self, batch: Batch) -> None:
+        """``batch`` is taken up for sending: from now on nothing is merged into it."""
+        batch.sealed = True
+        home = self._home
+        for customer in batch.latest:
+            if home.get(customer) is batch:
+                del home[customer]
 
     def _merge(
         self,
@@ -384,23 +408,22 @@ class Batcher:
         customer: str,
         element: dict[str, Any],
     ) -> bool:
+        """Merge into ``cur``'s element of ``customer`` (its latest in the lane), if the rules
+        allow it and the batch stays within the byte limit and the per-request cost cap."""
         index = cur.latest[customer]
         old = cur.parts[index]
-        kind = element.get("type")
-        merged_update = None
-        if kind == "event":
-            new = self._merge_event(old, encoded, element)
-            extra_users = 0
-        elif kind == "customer":
-            merged_update = self._merge_update(cur.updates.get(index), element)
-            new = encode(merged_update) if merged_update is not None else None
-            extra_users = 0  # the point of merging updates: one user spent, not two
-        else:
-            return False
+        merged = None
+        if element.get("type") == "event":
+            new = merge_event(old, encoded, element)
+        else:  # a profile element adds nothing to the cost: one user spent, not two
+            merged = merge_profile(cur.updates.get(index), element)
+            new = encode(merged) if merged is not None else None
         if new is None:
             return False
         delta = len(new) - len(old)
-        if cur.size + delta > self.max_bytes or self._over_cost(cur, extra_users, cost.events):
+        if cur.size + delta > self.max_bytes:
+            return False
+        if cost.events and self._over_cost(cur, 0, cost.events):
             return False
         cur.parts[index] = new
         cur.size += delta
@@ -408,43 +431,13 @@ class Batcher:
         cur.part_events[index] += cost.events
         cur.slots.append(slot)
         cur.slot_part.append(index)
-        if merged_update is not None:
-            cur.updates[index] = merged_update
+        if merged is not None:
+            cur.updates[index] = merged
             self.coalesced_updates += 1
         else:
             self.coalesced_events += 1
         slot.add_element()
         return True
-
-    @staticmethod
-    def _merge_event(old: bytes, encoded: bytes, element: dict[str, Any]) -> bytes | None:
-        # Only plain events (customer id, optional device id, actions last): their bytes before
-        # '"actions":[' hold no nested objects, so equal prefixes mean "same customer and device".
-        if not (element.keys() <= EVENT_KEYS and next(reversed(element)) == "actions"):
-            return None
-        cut = encoded.find(ACTIONS_KEY)
-        if cut < 0 or old[: cut + len(ACTIONS_KEY)] != encoded[: cut + len(ACTIONS_KEY)]:
-            return None
-        if not (old.endswith(b"]}") and encoded.endswith(b"]}")):
-            return None
-        return old[:-2] + b"," + encoded[cut + len(ACTIONS_KEY) : -2] + b"]}"
-
-    @staticmethod
-    def _merge_update(
-        previous: dict[str, Any] | None, element: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        if previous is None:
-            return None
-        for key in ("customer_id", "update_existing_only"):
-            if previous.get(key) != element.get(key):
-                return None
-        if set(element) - {"type", "customer_id", "update_existing_only", "attributes"}:
-            return None
-        old_attrs = previous.get("attributes") or {}
-        new_attrs = element.get("attributes") or {}
-        if ARRAY_OPERATIONS & (old_attrs.keys() | new_attrs.keys()):
-            return None
-        return {**previous, "attributes": {**old_attrs, **new_attrs}}
 
     def flush(self) -> Batch | None:
         """Close the current batch (linger elapsed, shutdown, or backpressure)."""

@@ -1,5 +1,10 @@
 """The checkpoint: which records may be committed, committing them, and handing partitions over.
 
+Commits come soon after progress (:class:`Committer`): a request accepted wakes it, and it commits
+what has become contiguous, at most one commit at a time and at most one per ``gap``; the run
+loop never waits for a commit. A hard kill then resends only what was accepted in the last
+``gap`` or so (plus what was in flight), not a whole ``commit_interval_ms`` of it.
+
 It owns the offset ledger (:mod:`connector.offsets`). Every record is tracked under the assignment
 it was fetched under: a message fetched before a revoke is never tracked under a later assignment
 of its partition (it is read again from the committed offset), and a commit names the assignment
@@ -9,7 +14,9 @@ in order with the rebalance callbacks on the Kafka thread.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from connector.observability.metrics import Metrics
 from connector.offsets import OffsetLedger, Slot, TopicPartitionKey
@@ -23,6 +30,7 @@ class Checkpoint:
         self.ledger = OffsetLedger()
         self._source = source
         self._metrics = metrics
+        self._lock = asyncio.Lock()  # one commit at a time, whoever asks
 
     @property
     def epoch(self) -> int:
@@ -47,6 +55,10 @@ class Checkpoint:
            that generation, every partition's error checked;
         3. each confirmed offset marked in the ledger (it is the new baseline) and reported.
         """
+        async with self._lock:
+            await self._commit()
+
+    async def _commit(self) -> None:
         ledger = self.ledger
         offsets = {
             key: (offset, ledger.partitions[key].generation)
@@ -73,3 +85,31 @@ class Checkpoint:
 
     def pending_records(self, keys: list[TopicPartitionKey] | None = None) -> int:
         return self.ledger.pending_records(keys)
+
+
+class Committer:
+    """Commits the checkpoint soon after each :meth:`poke` (an accepted request, the commit
+    interval): at once when idle, else ``gap`` seconds after the previous commit, so a stream of
+    accepted requests costs at most one commit per ``gap``. Runs as a task beside the loop."""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        gap: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._checkpoint = checkpoint
+        self._gap = gap
+        self._sleep = sleep
+        self._due = asyncio.Event()
+
+    def poke(self) -> None:
+        self._due.set()
+
+    async def run(self) -> None:
+        due = self._due
+        while True:
+            await due.wait()
+            due.clear()
+            await self._checkpoint.commit()
+            await self._sleep(self._gap)

@@ -36,6 +36,7 @@ from connector.errors import ConfigError
 from connector.mappingspec import AttributesSpec as AttributesSpec  # noqa: PLC0414
 from connector.mappingspec import ElementSpec as ElementSpec  # noqa: PLC0414
 from connector.mappingspec import ValueSpec as ValueSpec  # noqa: PLC0414
+from connector.merging import Coalesce
 from connector.policy import PolicySettings
 from connector.safeyaml import load_yaml
 
@@ -198,10 +199,23 @@ class MoEngageSettings(_Frozen):
         description="static share of the account budget; default: owned/total partitions",
     )
     device_cost: int = Field(default=1, ge=0, description="users a device element spends")
-    coalesce: bool = Field(
-        default=True,
-        description="merge a customer's consecutive events/updates in a request into one element",
+    coalesce: Coalesce = Field(
+        default="backlog",
+        description="where a customer's next update (or device, or event) is merged into its "
+        "latest unsent element: 'request' (the request being filled), 'backlog' (also requests "
+        "waiting for the budget; events only within a request) or 'off'. true means 'backlog', "
+        "false 'off'. A merge sends the customer's latest state, not the states in between",
     )
+
+    @field_validator("coalesce", mode="before")
+    @classmethod
+    def _coalesce_bool(cls, v: Any) -> Any:
+        # The setting was a boolean: true merged as much as there was, which is now 'backlog'.
+        if v is True:
+            return "backlog"
+        if v is False:
+            return "off"
+        return v
 
     @field_validator("data_center")
     @classmethod
@@ -252,6 +266,13 @@ class SchemaRegistrySettings(_Frozen):
 
 class PipelineSettings(_Frozen):
     commit_interval_ms: int = Field(default=1000, ge=10)
+    commit_after_accept_ms: int | None = Field(
+        default=50,
+        ge=0,
+        description="after a request is accepted, its records are committed within about this "
+        "long (one commit at a time, at most one per this period; the loop never waits for it), "
+        "so a hard kill resends little; null: only every commit_interval_ms",
+    )
     consume_batch_size: int = Field(default=1000, ge=1, le=100_000)
     poll_timeout_ms: int = Field(default=20, ge=1)
     max_buffered_records: int = Field(default=10_000, ge=1)

@@ -15,6 +15,11 @@ backs off and resends too, and becomes fatal once one request has had such answe
 elements MoEngage rejects and reports each one as bad input; FATAL (redirects included) raises
 :class:`FatalApiError`. Nothing is acknowledged except by ACCEPTED.
 
+With ``coalesce: backlog`` a lane takes up its next batch only once the budget has room for it
+(:meth:`Delivery._until_room`): a batch waiting for the budget waits in the queue, where a
+customer's next update may still merge into it, and is sealed (:meth:`Batcher.seal`) when the lane
+takes it up, so nothing is merged into a request being paid for, sent or retried.
+
 Once requests have gone unaccepted for ``unready_after`` seconds, :meth:`Delivery.api_problem` says
 why (for ``/readyz``). :meth:`Delivery.stopping` ends every backoff and throttle wait at once: those
 records stay unacknowledged (read again after a restart), while requests in flight get their answer.
@@ -34,6 +39,7 @@ import structlog
 from connector.batching import Batch, Batcher, Cost
 from connector.config import Settings
 from connector.errors import FatalApiError, RejectedByApiError
+from connector.merging import Coalesce
 from connector.observability.metrics import Metrics, retry_reason
 from connector.offsets import Slot
 from connector.ratelimit import Budget, Receipt
@@ -94,7 +100,7 @@ class Delivery:
         max_request_bytes: int,
         retry: RetryPolicy,
         on_rejected: RejectHandler,
-        coalesce: bool = False,
+        coalesce: Coalesce = "off",
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] | None = None,
@@ -116,6 +122,9 @@ class Delivery:
         self.lanes = [
             Lane(i, Batcher(max_request_bytes, budget, coalesce=coalesce)) for i in range(lanes)
         ]
+        # Backlog merging: a lane takes up its next batch only once the budget has room for it,
+        # so batches that wait for the budget wait in the queue, where updates still merge.
+        self._hold_back = coalesce == "backlog"
         self.fatal: FatalApiError | None = None
         self.crashed: Exception | None = None
         self._unready_after = unready_after
@@ -140,12 +149,13 @@ class Delivery:
         element: dict[str, Any] | None = None,
     ) -> None:
         lane = self.lanes[hash(customer) % len(self.lanes)]
-        if not lane.batcher.current.parts:
-            lane.opened_at = now
+        was_open = bool(lane.batcher.current.parts)
         closed = lane.batcher.add(encoded, slot, cost, customer, element=element)
         if closed is not None:
             lane.opened_at = now
             self._enqueue(lane, closed)
+        elif not was_open and lane.batcher.current.parts:  # not merged into a waiting batch
+            lane.opened_at = now
 
     def flush_lingering(self, now: float, linger: float) -> None:
         for lane in self.lanes:
@@ -241,7 +251,10 @@ class Delivery:
             while not lane.queue:
                 lane.wakeup.clear()
                 await lane.wakeup.wait()
+            if self._hold_back:
+                await self._until_room(lane.queue[0])
             batch = lane.queue[0]
+            lane.batcher.seal(batch)  # taken up: nothing merges into it from now on
             lane.busy = True
             try:
                 await self._deliver(batch, batch.users, batch.events)
@@ -270,6 +283,24 @@ class Delivery:
             lane.queue.popleft()
             if self._settled():
                 self._idle.set()
+
+    async def _until_room(self, batch: Batch) -> None:
+        """Wait (without taking anything) until the budget has room for ``batch``, or for a part
+        of it worth sending now (:meth:`_affordable_cut`'s rule): until then it stays in the
+        queue, unsealed, and a customer's next update can still merge into it. Taking it up then
+        goes through :meth:`_pay` as usual (which may still wait, when another lane took the
+        room first)."""
+        users, events = batch.users, batch.events
+        budget = self._budget
+        while True:
+            now = self._clock()
+            wait = budget.wait_time(users, events, now)
+            if wait <= 0 or not budget.fits_ever(users, events):
+                return  # a batch that never fits: :meth:`_pay` splits it
+            if self._affordable_cut(batch, users, events, wait, now) is not None:
+                return
+            self.metrics.waited_for_tokens(min(wait, 1.0))
+            await self._sleep(min(wait, 1.0))
 
     async def _pay(
         self, batch: Batch, users: int, events: int, may_cut: bool

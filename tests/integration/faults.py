@@ -315,3 +315,34 @@ def resend_bound(tracked: Tracked, sampler: CommitSampler, moves: Iterable[Hando
         for p in h.partitions:
             total += max(0, tracked.ends.get(p, 0) - committed.get(p, 0))
     return total
+
+
+# ----- exposure at a hard kill ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kill:
+    """A SIGKILL: when it happened and the group's committed offsets it left behind."""
+
+    at: float
+    committed: dict[int, int]
+
+
+def accepted_uncommitted(tracked: Tracked, record_file: Path, kills: Iterable[Kill]) -> int:
+    """Records the killed run had delivered (accepted since the previous kill, up to this one)
+    whose offsets were not committed at the kill, summed over the kills: what each restart reads
+    again and resends, so about the duplicates to expect."""
+    accepted = accepted_times(record_file)
+    rows = tracked.by_partition()
+    total = 0
+    since = 0.0
+    for kill in sorted(kills, key=lambda k: k.at):
+        for p, offsets in rows.items():
+            start = kill.committed.get(p, 0)
+            total += sum(
+                1
+                for off, eid in offsets
+                if off >= start and any(since < t <= kill.at for t in accepted.get(eid, ()))
+            )
+        since = kill.at
+    return total

@@ -154,7 +154,7 @@ def _add(b: Batcher, el: dict[str, object], slot: Slot, cost: Cost) -> None:
 
 
 def test_n_events_of_one_customer_become_one_element_with_n_actions() -> None:
-    b = Batcher(100_000, coalesce=True)
+    b = Batcher(100_000, coalesce="request")
     slots = [_slot(i) for i in range(5)]
     for i, s in enumerate(slots):
         _add(b, _event("c1", f"e{i}"), s, Cost(events=1))
@@ -169,7 +169,7 @@ def test_n_events_of_one_customer_become_one_element_with_n_actions() -> None:
 
 
 def test_m_updates_of_one_customer_become_one_element_with_the_last_values() -> None:
-    b = Batcher(100_000, coalesce=True)
+    b = Batcher(100_000, coalesce="request")
     _add(b, _update("c1", plan="free", city="Pune"), _slot(0), Cost(users=1))
     _add(b, _update("c1", plan="pro"), _slot(1), Cost(users=1))
     _add(b, _update("c1", plan="enterprise", seats=5), _slot(2), Cost(users=1))
@@ -183,7 +183,7 @@ def test_m_updates_of_one_customer_become_one_element_with_the_last_values() -> 
 
 
 def test_coalescing_never_reorders_a_customers_updates_and_events() -> None:
-    b = Batcher(100_000, coalesce=True)
+    b = Batcher(100_000, coalesce="request")
     _add(b, _event("c1", "a"), _slot(0), Cost(events=1))
     _add(b, _update("c1", x=1), _slot(1), Cost(users=1))
     _add(b, _event("c1", "b"), _slot(2), Cost(events=1))
@@ -201,7 +201,7 @@ def test_coalescing_never_reorders_a_customers_updates_and_events() -> None:
 
 
 def test_events_of_different_devices_are_not_merged() -> None:
-    b = Batcher(100_000, coalesce=True)
+    b = Batcher(100_000, coalesce="request")
     _add(b, _event("c1", "a", device="d1"), _slot(0), Cost(events=1))
     _add(b, _event("c1", "b", device="d2"), _slot(1), Cost(events=1))
     batch = b.flush()
@@ -210,7 +210,7 @@ def test_events_of_different_devices_are_not_merged() -> None:
 
 
 def test_array_operations_are_never_merged() -> None:
-    b = Batcher(100_000, coalesce=True)
+    b = Batcher(100_000, coalesce="request")
     _add(b, _update("c1", addValueToArrayField={"tags": ["a"]}), _slot(0), Cost(users=1))
     _add(b, _update("c1", addValueToArrayField={"tags": ["b"]}), _slot(1), Cost(users=1))
     batch = b.flush()
@@ -219,7 +219,7 @@ def test_array_operations_are_never_merged() -> None:
 
 
 def test_coalescing_off_keeps_every_element() -> None:
-    b = Batcher(100_000, coalesce=False)
+    b = Batcher(100_000, coalesce="off")
     for i in range(3):
         _add(b, _event("c1", f"e{i}"), _slot(i), Cost(events=1))
     batch = b.flush()
@@ -229,7 +229,7 @@ def test_coalescing_off_keeps_every_element() -> None:
 
 def test_a_merge_that_would_overflow_the_body_starts_a_new_request() -> None:
     big = "x" * 400
-    b = Batcher(1000, coalesce=True)
+    b = Batcher(1000, coalesce="request")
     closed = [
         b.add(orjson.dumps(e), _slot(i), Cost(events=1), "c1", element=e)
         for i, e in enumerate(_event("c1", big + str(i)) for i in range(4))
@@ -243,7 +243,7 @@ def test_a_merge_that_would_overflow_the_body_starts_a_new_request() -> None:
 
 
 def test_split_of_a_coalesced_batch_keeps_every_slot_with_its_element() -> None:
-    b = Batcher(100_000, coalesce=True)
+    b = Batcher(100_000, coalesce="request")
     for i in range(3):
         _add(b, _event("c1", f"e{i}"), _slot(i), Cost(events=1))
     _add(b, _event("c2", "z"), _slot(3), Cost(events=1))
@@ -259,7 +259,7 @@ def test_split_of_a_coalesced_batch_keeps_every_slot_with_its_element() -> None:
 def test_parts_of_a_batch_cost_exactly_what_their_elements_cost() -> None:
     """A coalesced element carries several actions: a part of the batch is priced by its own
     elements, not by a share of the element count."""
-    b = Batcher(100_000, coalesce=True)
+    b = Batcher(100_000, coalesce="request")
     for i in range(5):
         _add(b, _event("c1", f"e{i}"), _slot(i), Cost(events=1))  # one element, 5 actions
     _add(b, _event("c2", "z"), _slot(5), Cost(events=1))

@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from connector.checkpoint import Checkpoint
+from connector.checkpoint import Checkpoint, Committer
 from connector.observability.metrics import Metrics
 from connector.offsets import OffsetLedger
 from connector.source.consumer import KafkaSource, owned_now
@@ -185,3 +185,52 @@ async def test_no_metadata_request_is_made_inside_a_rebalance_callback() -> None
     assert consumer.metadata >= 2  # counted again after the assignment, outside the callback
     assert source.assignment == {("orders", 0)}
     source._executor.shutdown(wait=True)
+
+
+async def test_the_committer_commits_at_once_then_at_most_once_per_gap() -> None:
+    """A poke (an accepted request) commits at once when the committer is idle; pokes during the
+    gap after a commit make one more commit when the gap is over, with everything done by then."""
+    source, consumer = _source()
+    checkpoint = Checkpoint(source, Metrics(process_metrics=False))
+    _assign(source, checkpoint, P)
+    fetched_at = checkpoint.epoch
+    gaps: list[float] = []
+    gap_over = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        gaps.append(seconds)
+        await gap_over.wait()
+        gap_over.clear()
+
+    async def until(cond: Any) -> None:  # polls an observable condition, bounded
+        for _ in range(500):
+            if cond():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("condition not reached")
+
+    def deliver(offset: int) -> None:
+        slot = checkpoint.track(P, offset, 1, fetched_at)
+        assert slot is not None
+        slot.release()
+
+    source._loop = asyncio.get_running_loop()  # what start() would set
+    committer = Committer(checkpoint, 0.05, sleep=sleep)
+    task = asyncio.create_task(committer.run())
+    try:
+        deliver(0)
+        committer.poke()
+        await until(lambda: gaps)  # committed, now in its gap
+        assert consumer.commits == [[("orders", 0, 1)]]
+        deliver(1)
+        committer.poke()
+        deliver(2)
+        committer.poke()
+        assert len(consumer.commits) == 1  # nothing more during the gap
+        gap_over.set()
+        await until(lambda: len(gaps) == 2)
+        assert consumer.commits == [[("orders", 0, 1)], [("orders", 0, 3)]]
+        assert gaps == [0.05, 0.05]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
