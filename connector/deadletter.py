@@ -1,9 +1,10 @@
 """The dead-letter topic: bad input, kept whole, with headers that say what went wrong.
 
 A dead-lettered record keeps its original key, value and headers, and gains ``moengage.*``
-headers: stage, error class, rule, message, source topic/partition/offset, time and connector
-version. Its offset is released for commit only from the delivery report, i.e. after the broker
-confirmed the write (idempotent producer, ``acks=all``). Record contents never go into logs.
+headers: stage, error class, rule, message, what the rule found (``BadRecordError.details``, such
+as MoEngage's last answers), source topic/partition/offset, time and connector version. Its offset
+is released for commit only from the delivery report, i.e. after the broker confirmed the write
+(idempotent producer, ``acks=all``). Record contents never go into logs.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def error_headers(error: BadRecordError, now: dt.datetime | None = None) -> list
         ("moengage.error.message", message),
         ("moengage.error.time", when.encode()),
         ("moengage.connector.version", __version__.encode()),
+    ]
+    headers += [
+        (name, text.encode("utf-8", "replace")[:MAX_MESSAGE_BYTES]) for name, text in error.details
     ]
     if ref is not None:
         headers += [
