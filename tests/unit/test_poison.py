@@ -210,7 +210,8 @@ async def test_a_poison_element_is_isolated_dead_lettered_and_the_rest_delivered
 
     assert [s for s, _ in lanes.rejected] == [poison]
     err = lanes.rejected[0][1]
-    assert err.rule == "send.persistent_server_error" and err.stage == "send"
+    assert err.rule == "send.persistent_server_error"
+    assert err.stage == "send"
     headers = dict(error_headers(err.at(RecordRef("t", 0, poison.offset))))
     assert headers["moengage.error.status"] == b"500"
     assert b"HTTP 500 Server Error: An unexpected error" in headers["moengage.error.answers"]
