@@ -134,6 +134,14 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument(
         "--fail-status", type=int, default=503, help="status of injected failures (default 503)"
     )
+    sb.add_argument(
+        "--fail-customer",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="answer --fail-status to every Bulk request holding this customer_id (repeatable): "
+        "a poison element",
+    )
     sb.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
     sb.add_argument(
         "--outage", default=None, metavar="START:DURATION", help="seconds after start, length"
@@ -344,6 +352,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         retry_after=not args.no_retry_after,
         fail_rate=args.fail_rate,
         fail_status=args.fail_status,
+        fail_customers=tuple(args.fail_customer),
         latency_ms=args.latency_ms,
         outage=outage,
         record_path=args.record,
