@@ -1,4 +1,4 @@
-"""Command line: ``moengage-connector run | validate | preview | verify | sandbox``."""
+"""Command line: ``moengage-connector run | validate | preview | verify | redrive | sandbox``."""
 
 from __future__ import annotations
 
@@ -108,6 +108,38 @@ def _parser() -> argparse.ArgumentParser:
         help="print the sent and returned values of mismatched attributes (personal data)",
     )
 
+    red = sub.add_parser(
+        "redrive",
+        help="send a dead-letter topic's records again through the current configuration",
+        description="Read a dead-letter topic in the consumer group moengage-connector-redrive."
+        "<DLQ>, from where that group left off to the end of each partition; run each record's "
+        "original bytes through the current configuration of its source topic (named in its "
+        "headers) and deliver what passes, committing a dead-letter offset only after MoEngage's "
+        "200 (or the confirmed write to --to). What still fails stays where it is, or goes to "
+        "--to. Prints a summary by rule. Exit 0 if everything selected was re-driven, 1 if some "
+        "still fail; otherwise the codes of 'run'.",
+        epilog=EPILOG,
+    )
+    red.add_argument("--config", required=True, help="path of the YAML configuration")
+    red.add_argument("--topic", required=True, help="the dead-letter topic to re-drive")
+    red.add_argument(
+        "--since",
+        default=None,
+        metavar="T",
+        help="only records dead-lettered at or after T (ISO 8601 with a zone, or epoch seconds)",
+    )
+    red.add_argument(
+        "--rule", default=None, metavar="R", help="only records of this rule (patterns: 'send.*')"
+    )
+    red.add_argument(
+        "--to", default=None, metavar="TOPIC", help="write what still fails to this topic"
+    )
+    red.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would happen to each record (JSON lines); send, write, commit nothing",
+    )
+
     sb = sub.add_parser(
         "sandbox",
         help="run the local MoEngage Data API sandbox",
@@ -161,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "validate": _validate,
         "preview": _preview,
         "verify": _verify,
+        "redrive": _redrive,
         "sandbox": _sandbox,
     }
     try:
@@ -330,6 +363,33 @@ def _verify(args: argparse.Namespace) -> int:
         return 1
     print(report.render(show_values=args.show_values))
     return report.exit_code
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    from connector.observability.logging import register_basic_auth, register_secret  # noqa: PLC0415
+    from connector.redrive import Options, command, parse_since  # noqa: PLC0415
+
+    settings = load_settings(args.config)
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as e:
+        print(f"error: --since: {e}", file=sys.stderr)
+        return 2
+    if args.to == args.topic:
+        print("error: --to must differ from --topic", file=sys.stderr)
+        return 2
+    creds = resolve_credentials(settings)
+    register_basic_auth(creds.workspace_id, creds.api_key.get_secret_value())
+    for secret in secret_values(settings):
+        register_secret(secret)
+    _configure_logging(settings)
+    _check_kafka_config(settings)
+    options = Options(args.topic, args.rule, since, args.dry_run, args.to)
+    try:
+        return command(settings, creds, options)
+    except ConnectorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 def _sandbox(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, Message, Producer
 
 from connector import __version__
 from connector.errors import BadRecordError
@@ -112,7 +112,10 @@ class DeadLetterWriter:
         key = msg.key()
         fixed = len(key or b"") + sum(len(k) + len(v or b"") for k, v in headers)
         cap = max(0, self._max_bytes - fixed - _FRAMING_BYTES)
-        self._write(topic, key, msg.value(), headers=headers, cap=cap, done=done)
+        kind, stamp = msg.timestamp()
+        # The original's timestamp is kept: a re-drive gives mappings the record's own $timestamp.
+        stamp = stamp if kind != TIMESTAMP_NOT_AVAILABLE else 0  # 0: the producer's clock
+        self._write(topic, key, msg.value(), headers=headers, cap=cap, done=done, stamp=stamp)
 
     def _write(
         self,
@@ -123,6 +126,7 @@ class DeadLetterWriter:
         headers: list[tuple[str, str | bytes | None]],
         cap: int,
         done: DoneCallback,
+        stamp: int = 0,
     ) -> None:
         """Produce ``value`` cut to ``cap`` bytes (with the truncation headers if cut)."""
         sent, sent_headers = value, headers
@@ -143,7 +147,9 @@ class DeadLetterWriter:
             if err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 next_cap = smaller()
                 if next_cap is not None:
-                    self._write(topic, key, value, headers=headers, cap=next_cap, done=done)
+                    self._write(
+                        topic, key, value, headers=headers, cap=next_cap, done=done, stamp=stamp
+                    )
                     return
             if err is None:
                 self.written += 1
@@ -152,11 +158,18 @@ class DeadLetterWriter:
 
         try:
             self._producer.produce(
-                topic, key=key, value=sent, headers=sent_headers, on_delivery=on_delivery
+                topic,
+                key=key,
+                value=sent,
+                headers=sent_headers,
+                on_delivery=on_delivery,
+                timestamp=stamp,
             )
         except BufferError:  # the local queue is full: again at the next poll, never waited for
             self._waiting.append(
-                lambda: self._write(topic, key, value, headers=headers, cap=cap, done=done)
+                lambda: self._write(
+                    topic, key, value, headers=headers, cap=cap, done=done, stamp=stamp
+                )
             )
             return
         except KafkaException as e:  # refused before it left: too large, or worse
@@ -164,7 +177,9 @@ class DeadLetterWriter:
             if err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 next_cap = smaller()
                 if next_cap is not None:
-                    self._write(topic, key, value, headers=headers, cap=next_cap, done=done)
+                    self._write(
+                        topic, key, value, headers=headers, cap=next_cap, done=done, stamp=stamp
+                    )
                     return
             done(err or KafkaError(KafkaError._FAIL, str(e)))
             return
