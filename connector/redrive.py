@@ -266,6 +266,8 @@ class Redrive:
                     if delivery is not None:
                         delivery.flush_all()
                         await self._wait_for_room(delivery)
+                        if delivery.fatal is not None or delivery.crashed is not None:
+                            break  # _until_settled reports it; nothing past it is committed
                     self._poll_writer()
                     if loop.time() >= next_commit and not self.opt.dry_run:
                         self._commit()
