@@ -17,11 +17,13 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
+from connector.deadletter import error_headers
 from connector.devtools.broker import LocalBroker
 from connector.devtools.kafkautil import committed_offsets, create_topics, produce
 from connector.devtools.servers import SandboxProcess
+from connector.errors import RecordRef, TransformError
 from connector.redrive import group_id
 from tests.integration.conftest import (
     API_KEY,
@@ -130,3 +132,48 @@ def test_dead_lettered_records_are_redriven_once_after_the_mapping_is_fixed(
     assert second.returncode == 0, second.stderr
     assert "read: 0" in second.stdout
     assert len(sandbox.admin("GET", "requests")) == len(requests)  # sends nothing
+
+
+def test_what_still_fails_goes_to_a_second_topic_once_confirmed_with_its_coordinates(
+    broker: LocalBroker,
+    sandbox: SandboxProcess,
+    names: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    bootstrap = broker.bootstrap
+    topic, dlq, second = names("profiles"), names("profiles-dlq"), names("profiles-dlq2")
+    create_topics(bootstrap, {dlq: 1, second: 1})
+    rows = []
+    for i in range(3):
+        err = TransformError("no customer identity in the record", rule="mapping.missing_field")
+        headers = [("origin", b"crm"), *error_headers(err.at(RecordRef(topic, 1, 40 + i)))]
+        rows.append((f"legacy-{i}".encode(), orjson.dumps({"attrs": {"n": i}}), headers))
+    truncated = [*rows[0][2], ("moengage.value.truncated", b"true")]
+    rows.append((b"cut", b"{", truncated))
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for key, value, headers in rows:
+        producer.produce(dlq, key=key, value=value, headers=headers)
+    assert producer.flush(30) == 0
+    spec = {"name": topic, "format": "json", "transform": {"mapping": BROKEN}}
+    still_broken = tmp_path / "broken.yaml"
+    still_broken.write_text(
+        yaml.safe_dump(base_config(broker, sandbox.url, names("group"), [spec]), sort_keys=False)
+    )
+
+    done = redrive(still_broken, "--topic", dlq, "--to", second)
+    assert done.returncode == 1, done.stderr  # some still fail
+    assert f"still failing (written to {second}): 3" in done.stdout
+    assert "transform/mapping.missing_field: 3" in done.stdout
+    assert "cannot be re-driven (its value was truncated when dead-lettered): 1" in done.stdout
+    assert all_committed(bootstrap, group_id(dlq), dlq, {0: 4})
+    moved = read_all(bootstrap, second, 1, 3)
+    assert [m.key() for m in moved] == [b"legacy-0", b"legacy-1", b"legacy-2"]
+    for i, m in enumerate(moved):
+        names_ = [k for k, _ in m.headers()]
+        headers = dict(m.headers())
+        assert names_.count("moengage.error.rule") == 1  # fresh headers, not the old ones too
+        assert headers["origin"] == b"crm"
+        assert headers["moengage.error.rule"] == b"mapping.missing_field"
+        assert headers["moengage.source.topic"] == topic.encode()
+        assert headers["moengage.source.offset"] == str(40 + i).encode()
+    assert sandbox.admin("GET", "requests") == []
