@@ -47,7 +47,7 @@ from connector.offsets import OffsetLedger, Slot
 from connector.processing import RecordProcessor
 from connector.ratelimit import Budget
 from connector.sink.client import MoEngageClient
-from connector.sink.delivery import make_delivery
+from connector.sink.delivery import Delivery, make_delivery
 
 log = structlog.get_logger(__name__)
 
@@ -242,6 +242,13 @@ class Redrive:
         return parts
 
     async def run(self) -> int:
+        """Re-drive to the end of every partition; print the summary; the exit code."""
+        try:
+            return await self._run()
+        finally:
+            self.consumer.close()
+
+    async def _run(self) -> int:
         parts = self._assign()
         open_parts = set(parts)
         async with aiohttp.ClientSession() as session:
@@ -282,7 +289,6 @@ class Redrive:
                     await delivery.stop()
         if not self.opt.dry_run:
             self._commit()
-        self.consumer.close()
         self.out.write(self.summary.render(self.opt.dlq, dry_run=self.opt.dry_run, to=self.opt.to))
         self.out.write("\n")
         if self.failure is not None:
@@ -290,7 +296,7 @@ class Redrive:
             return int(self.exit_code)
         return self.summary.exit_code
 
-    def _delivery(self, session: aiohttp.ClientSession) -> Any:
+    def _delivery(self, session: aiohttp.ClientSession) -> Delivery:
         m = self.settings.moengage
         loop_now = asyncio.get_running_loop().time()
         budget = Budget(
@@ -317,7 +323,7 @@ class Redrive:
 
     # ----- one record ---------------------------------------------------------------------------
 
-    def _take(self, msg: Message, delivery: Any) -> None:
+    def _take(self, msg: Message, delivery: Delivery | None) -> None:
         summary = self.summary
         summary.read += 1
         partition, offset = cast(int, msg.partition()), cast(int, msg.offset())
@@ -445,13 +451,13 @@ class Redrive:
         while self.writer.flush(0.05):  # noqa: ASYNC110 - librdkafka signals nothing to asyncio
             await asyncio.sleep(0)
 
-    async def _wait_for_room(self, delivery: Any) -> None:
+    async def _wait_for_room(self, delivery: Delivery) -> None:
         limit = self.settings.pipeline.max_buffered_records
         while self.ledger.buffered_records >= limit and delivery.fatal is None:
             delivery.progress.clear()
             await delivery.progress.wait()
 
-    async def _until_settled(self, delivery: Any) -> None:
+    async def _until_settled(self, delivery: Delivery) -> None:
         await delivery.wait_idle()
         if delivery.fatal is not None:
             self._fail(delivery.fatal, ExitCode.FATAL_API)
