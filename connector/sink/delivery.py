@@ -456,6 +456,7 @@ class Delivery:
             await self._deliver(first, first.users, first.events, suspect=failing_since)
             await self._deliver(second, second.users, second.events, suspect=failing_since)
             return True
+        judge.dead_lettered(lane, now)
         for slot in batch.slots:  # a coalesced element carries several records
             err = persistent_server_error(answers, lone_failures, now - failing_since)
             self._on_rejected(slot, err)

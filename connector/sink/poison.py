@@ -15,8 +15,12 @@ this is an outage: nothing is bisected or dead-lettered, the request keeps waiti
 and ``/readyz`` and the log say so. Bisecting is harmless (the pieces are sent in the same order,
 one at a time), dead-lettering is not, which is why only it needs repeated lone failures.
 
-An instance with nothing else to send has no evidence either way: its latest 200 grows older than
-``max_retry_seconds`` and it waits as in an outage. Pure: no clock of its own, no HTTP.
+A lane that has just dead-lettered such an element judges its next failing requests at once, for
+``max_retry_seconds`` after that (the same customer's later elements, in later requests of the
+lane, usually fail the same way: waiting the limit again for each would hold the partition for
+as many limits). An instance with nothing else to send has no evidence either way: its latest 200
+grows older than ``max_retry_seconds`` and it waits as in an outage. Pure: no clock of its own,
+no HTTP.
 """
 
 from __future__ import annotations
@@ -50,12 +54,17 @@ class ServerErrorJudge:
     alone_attempts: int = ALONE_ATTEMPTS
     last_accepted: float | None = None
     _failed: dict[int, float] = field(default_factory=dict)  # lane → its latest server error
+    _poisoned: dict[int, float] = field(default_factory=dict)  # lane → its latest dead-letter
 
     def accepted(self, now: float) -> None:
         self.last_accepted = now
 
     def failed(self, lane: int, now: float) -> None:
         self._failed[lane] = now
+
+    def dead_lettered(self, lane: int, now: float) -> None:
+        """An element of ``lane`` was found to be poison: its next failures are judged at once."""
+        self._poisoned[lane] = now
 
     def others_accepted(self, lane: int, now: float) -> bool:
         """Points 1 and 2 of the module docstring, for a request of ``lane``."""
@@ -77,9 +86,12 @@ class ServerErrorJudge:
         """After a server error to a request of ``size`` elements that has failed since
         ``failing_since`` (for a piece of a request being isolated, since its whole request
         began failing); ``lone_failures`` counts this piece's failures while it was alone."""
-        if self.max_retry is None:
+        limit = self.max_retry
+        if limit is None:
             return Decision.WAIT
-        if not isolating and now - failing_since < self.max_retry:
+        poisoned = self._poisoned.get(lane)
+        isolating = isolating or (poisoned is not None and now - poisoned <= limit)
+        if not isolating and now - failing_since < limit:
             return Decision.WAIT
         if not self.others_accepted(lane, now):
             return Decision.OUTAGE

@@ -86,6 +86,18 @@ def test_a_piece_being_isolated_is_judged_at_once_and_alone_only_after_repeated_
     assert got is Decision.OUTAGE
 
 
+def test_a_lane_that_just_dead_lettered_judges_its_next_failures_at_once() -> None:
+    judge = ServerErrorJudge(60.0)
+    judge.accepted(100.0)
+    judge.dead_lettered(0, 100.0)
+    assert decide(judge, 101.0, since=101.0) is Decision.BISECT  # not 60 s more
+    assert judge.decide(1, 101.0, 101.0, size=4, isolating=False, lone_failures=0) is (
+        Decision.WAIT  # another lane waits the limit as usual
+    )
+    judge.accepted(170.0)
+    assert decide(judge, 171.0, since=171.0) is Decision.WAIT  # the limit has passed since
+
+
 def test_null_retries_for_ever() -> None:
     judge = ServerErrorJudge(None)
     judge.accepted(1e6)
@@ -221,6 +233,22 @@ async def test_a_poison_element_is_isolated_dead_lettered_and_the_rest_delivered
     assert lanes.ledger.committable() == {("t", 0): poison.offset}
     poison.ack()  # the broker's confirmation (badinput.py does this from the delivery report)
     assert lanes.ledger.committable()[("t", 0)] > poison.offset
+
+
+async def test_the_same_poison_customer_in_later_requests_costs_one_limit_not_one_each() -> None:
+    lanes = Lanes(poison_fails, every=1.0)
+    customers = lanes.poison_lane_customers(6)
+    poisons = []
+    for i in range(3):  # three requests in the poison's lane, each holding it
+        lanes.add(customers[2 * i])
+        poisons.append(lanes.add("poison"))
+        lanes.add(customers[2 * i + 1])
+        lanes.delivery.flush_all()
+    await lanes.run_until(lambda: len(lanes.rejected) == 3, 600)
+
+    assert [s for s, _ in lanes.rejected] == poisons
+    assert all(lanes.delivered(c) for c in customers)
+    assert 30.0 <= lanes.now < 60.0  # one max_retry_seconds, not three
 
 
 async def test_an_outage_dead_letters_nothing_and_says_so_then_delivers_everything() -> None:
