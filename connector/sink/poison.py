@@ -9,18 +9,20 @@ requests of this instance being accepted?* Precisely, at the moment of a failure
 
 If so, something in this request makes MoEngage fail (a poison element): the request is bisected
 (pieces of it are bisected again at their first server error, without waiting) until the element
-that keeps failing is alone, and that element is bad input (``send.persistent_server_error``)
-once it has failed ``ALONE_ATTEMPTS`` times alone, the condition still holding each time. If not,
-this is an outage: nothing is bisected or dead-lettered, the request keeps waiting and resending,
-and ``/readyz`` and the log say so. Bisecting is harmless (the pieces are sent in the same order,
-one at a time), dead-lettering is not, which is why only it needs repeated lone failures.
+that keeps failing is alone, and that element is bad input (``send.persistent_server_error``) once
+it has failed ``ALONE_ATTEMPTS`` times alone, the condition still holding each time and the latest
+200 having come after the request began failing. If not, this is an outage: nothing is bisected or
+dead-lettered, the request keeps waiting and resending, and ``/readyz`` and the log say so.
+Bisecting is harmless (the pieces are sent in the same order, one at a time), dead-lettering is
+not, which is why only it needs repeated lone failures.
 
 A lane that has just dead-lettered such an element judges its next failing requests at once, for
 ``max_retry_seconds`` after that (the same customer's later elements, in later requests of the
-lane, usually fail the same way: waiting the limit again for each would hold the partition for
-as many limits). An instance with nothing else to send has no evidence either way: its latest 200
-grows older than ``max_retry_seconds`` and it waits as in an outage. Pure: no clock of its own,
-no HTTP.
+lane, usually fail the same way: waiting the limit again for each would hold the partition for as
+many limits). The 200-after-the-request-began-failing condition is what keeps an outage that starts
+in that window, while the other lanes are idle, from dead-lettering anything. An instance with
+nothing else to send has no evidence either way: its latest 200 grows older than
+``max_retry_seconds`` and it waits as in an outage. Pure: no clock of its own, no HTTP.
 """
 
 from __future__ import annotations
@@ -97,7 +99,12 @@ class ServerErrorJudge:
             return Decision.OUTAGE
         if size > 1:
             return Decision.BISECT
-        return Decision.DEAD_LETTER if lone_failures >= self.alone_attempts else Decision.WAIT
+        if lone_failures < self.alone_attempts:
+            return Decision.WAIT
+        last = self.last_accepted
+        if last is None or last <= failing_since:  # nothing accepted since it began failing
+            return Decision.OUTAGE
+        return Decision.DEAD_LETTER
 
 
 def persistent_server_error(

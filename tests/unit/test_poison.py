@@ -81,6 +81,8 @@ def test_a_piece_being_isolated_is_judged_at_once_and_alone_only_after_repeated_
         assert got is Decision.WAIT
     got = decide(judge, 101.0, since=40.0, isolating=True, size=1, lone_failures=ALONE_ATTEMPTS)
     assert got is Decision.DEAD_LETTER
+    got = decide(judge, 101.0, since=100.5, isolating=True, size=1, lone_failures=ALONE_ATTEMPTS)
+    assert got is Decision.OUTAGE  # no 200 since the request began failing
     judge.failed(3, 102.0)  # an outage begins: the lone element is kept, not dead-lettered
     got = decide(judge, 103.0, since=40.0, isolating=True, size=1, lone_failures=9)
     assert got is Decision.OUTAGE
@@ -249,6 +251,21 @@ async def test_the_same_poison_customer_in_later_requests_costs_one_limit_not_on
     assert [s for s, _ in lanes.rejected] == poisons
     assert all(lanes.delivered(c) for c in customers)
     assert 30.0 <= lanes.now < 60.0  # one max_retry_seconds, not three
+
+
+async def test_an_outage_soon_after_a_poison_dead_letters_nothing_else() -> None:
+    outage = [False]
+    lanes = Lanes(lambda body, _now: outage[0] or poison_fails(body, _now), every=1.0)
+    lanes.add("poison")
+    await lanes.run_until(lambda: bool(lanes.rejected), 600)
+    # The poison is out; the rest of the stream stops (the other lanes go idle) and every
+    # request fails from now on, within max_retry_seconds of that dead-letter.
+    lanes.every, outage[0] = None, True
+    innocent = [lanes.add(c) for c in lanes.poison_lane_customers(4)]
+    start = lanes.now
+    await lanes.run_until(lambda: False, start + 25)
+    assert len(lanes.rejected) == 1
+    assert all(s.remaining > 0 for s in innocent)
 
 
 async def test_an_outage_dead_letters_nothing_and_says_so_then_delivers_everything() -> None:
