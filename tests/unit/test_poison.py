@@ -16,7 +16,7 @@ from connector.deadletter import error_headers
 from connector.errors import RecordRef, RejectedByApiError
 from connector.offsets import OffsetLedger, Slot
 from connector.ratelimit import Budget
-from connector.sink.client import Answer, Verdict
+from connector.sink.client import Answer, Verdict, classify
 from connector.sink.delivery import Delivery, RetryPolicy
 from connector.sink.poison import ALONE_ATTEMPTS, Decision, ServerErrorJudge
 from tests.unit.configs import minimal_raw
@@ -292,3 +292,15 @@ async def test_an_instance_with_nothing_else_accepted_waits_instead_of_dead_lett
     await lanes.run_until(lambda: False, 300)
     assert lanes.rejected == []
     assert any("an outage" in p for p in lanes.problems)
+
+
+def test_a_server_error_that_is_not_moengage_s_quotes_the_start_of_its_body_without_secrets() -> (
+    None
+):
+    answer = classify(502, b"<html>Bad gateway: key s3cret</html>", secrets=["s3cret"])
+    assert answer.verdict is Verdict.RETRY
+    assert answer.describe() == (
+        "HTTP 502: not MoEngage's error answer: <html>Bad gateway: key [redacted]</html>"
+    )
+    moengage = classify(500, b'{"status": "fail", "error": {"type": "Server Error"}}')
+    assert moengage.describe() == "HTTP 500 Server Error"
