@@ -108,37 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         help="print the sent and returned values of mismatched attributes (personal data)",
     )
 
-    red = sub.add_parser(
-        "redrive",
-        help="send a dead-letter topic's records again through the current configuration",
-        description="Read a dead-letter topic in the consumer group moengage-connector-redrive."
-        "<DLQ>, from where that group left off to the end of each partition; run each record's "
-        "original bytes through the current configuration of its source topic (named in its "
-        "headers) and deliver what passes, committing a dead-letter offset only after MoEngage's "
-        "200 (or the confirmed write to --to). What still fails stays where it is, or goes to "
-        "--to. Prints a summary by rule. Exit 0 if everything selected was re-driven, 1 if some "
-        "still fail; otherwise the codes of 'run'.",
-        epilog=EPILOG,
-    )
-    red.add_argument("--config", required=True, help="path of the YAML configuration")
-    red.add_argument("--topic", required=True, help="the dead-letter topic to re-drive")
-    red.add_argument(
-        "--since",
-        default=None,
-        metavar="T",
-        help="only records dead-lettered at or after T (ISO 8601 with a zone, or epoch seconds)",
-    )
-    red.add_argument(
-        "--rule", default=None, metavar="R", help="only records of this rule (patterns: 'send.*')"
-    )
-    red.add_argument(
-        "--to", default=None, metavar="TOPIC", help="write what still fails to this topic"
-    )
-    red.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print what would happen to each record (JSON lines); send, write, commit nothing",
-    )
+    _redrive_parser(sub)
 
     sb = sub.add_parser(
         "sandbox",
@@ -184,6 +154,41 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=None, help="seed of the injected failures' randomness"
     )
     return p
+
+
+def _redrive_parser(sub: Any) -> None:
+    """``redrive``'s arguments (its own function: ``_parser`` is long enough)."""
+    red = sub.add_parser(
+        "redrive",
+        help="send a dead-letter topic's records again through the current configuration",
+        description="Read a dead-letter topic in the consumer group moengage-connector-redrive."
+        "<DLQ>, from where that group left off to the end of each partition; run each record's "
+        "original bytes through the current configuration of its source topic (named in its "
+        "headers) and deliver what passes, committing a dead-letter offset only after MoEngage's "
+        "200 (or the confirmed write to --to). What still fails stays where it is, or goes to "
+        "--to. Prints a summary by rule. Exit 0 if everything selected was re-driven, 1 if some "
+        "still fail; otherwise the codes of 'run'.",
+        epilog=EPILOG,
+    )
+    red.add_argument("--config", required=True, help="path of the YAML configuration")
+    red.add_argument("--topic", required=True, help="the dead-letter topic to re-drive")
+    red.add_argument(
+        "--since",
+        default=None,
+        metavar="T",
+        help="only records dead-lettered at or after T (ISO 8601 with a zone, or epoch seconds)",
+    )
+    red.add_argument(
+        "--rule", default=None, metavar="R", help="only records of this rule (patterns: 'send.*')"
+    )
+    red.add_argument(
+        "--to", default=None, metavar="TOPIC", help="write what still fails to this topic"
+    )
+    red.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would happen to each record (JSON lines); send, write, commit nothing",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
