@@ -234,6 +234,7 @@ def test_an_outage_longer_than_the_limit_dead_letters_nothing_and_says_why(
         wait_until(says_outage, 60, "/readyz and the log to say the connector waits out an outage")
         waiting = events_named(proc, "outage_waiting")
         assert waiting[0]["failing_s"] >= MAX_RETRY
+        assert events_named(proc, "poison_isolating") == []  # nothing bisected in the outage
         sandbox.admin("POST", "faults", {"outage": False})
     wait_until(
         lambda: all_committed(stream.bootstrap, stream.group, stream.topic, {0: stream.end}),
