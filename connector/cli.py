@@ -1,4 +1,4 @@
-"""Command line: run, validate, preview, verify, catalogue, sandbox; the helpers dev and produce."""
+"""Command line: run, validate, preview, verify, redrive, catalogue, sandbox; dev and produce."""
 
 from __future__ import annotations
 
@@ -145,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     cat.add_argument("action", choices=["show", "seed"])
     cat.add_argument("--config", required=True, help="path of the YAML configuration")
     cat.add_argument("--file", default=None, metavar="FILE", help="the names to seed ('seed')")
+    _redrive_parser(sub)
 
     sb = sub.add_parser(
         "sandbox",
@@ -171,6 +172,14 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--fail-rate", type=float, default=0.0, help="share of requests failing")
     sb.add_argument(
         "--fail-status", type=int, default=503, help="status of injected failures (default 503)"
+    )
+    sb.add_argument(
+        "--fail-customer",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="answer --fail-status to every Bulk request holding this customer_id (repeatable): "
+        "a poison element",
     )
     sb.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
     sb.add_argument(
@@ -230,6 +239,41 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _redrive_parser(sub: Any) -> None:
+    """``redrive``'s arguments (its own function: ``_parser`` is long enough)."""
+    red = sub.add_parser(
+        "redrive",
+        help="send a dead-letter topic's records again through the current configuration",
+        description="Read a dead-letter topic in the consumer group moengage-connector-redrive."
+        "<DLQ>, from where that group left off to the end of each partition; run each record's "
+        "original bytes through the current configuration of its source topic (named in its "
+        "headers) and deliver what passes, committing a dead-letter offset only after MoEngage's "
+        "200 (or the confirmed write to --to). What still fails stays where it is, or goes to "
+        "--to. Prints a summary by rule. Exit 0 if everything selected was re-driven, 1 if some "
+        "still fail; otherwise the codes of 'run'.",
+        epilog=EPILOG,
+    )
+    red.add_argument("--config", required=True, help="path of the YAML configuration")
+    red.add_argument("--topic", required=True, help="the dead-letter topic to re-drive")
+    red.add_argument(
+        "--since",
+        default=None,
+        metavar="T",
+        help="only records dead-lettered at or after T (ISO 8601 with a zone, or epoch seconds)",
+    )
+    red.add_argument(
+        "--rule", default=None, metavar="R", help="only records of this rule (patterns: 'send.*')"
+    )
+    red.add_argument(
+        "--to", default=None, metavar="TOPIC", help="write what still fails to this topic"
+    )
+    red.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would happen to each record (JSON lines); send, write, commit nothing",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {
@@ -238,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "preview": _preview,
         "verify": _verify,
         "catalogue": _catalogue,
+        "redrive": _redrive,
         "sandbox": _sandbox,
         "dev": devenv.run_dev,
         "produce": produce_cmd.produce_file,
@@ -505,6 +550,33 @@ def _catalogue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redrive(args: argparse.Namespace) -> int:
+    from connector.observability.logging import register_basic_auth, register_secret  # noqa: PLC0415
+    from connector.redrive import Options, command, parse_since  # noqa: PLC0415
+
+    settings = load_settings(args.config)
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as e:
+        print(f"error: --since: {e}", file=sys.stderr)
+        return 2
+    if args.to == args.topic:
+        print("error: --to must differ from --topic", file=sys.stderr)
+        return 2
+    creds = resolve_credentials(settings)
+    register_basic_auth(creds.workspace_id, creds.api_key.get_secret_value())
+    for secret in secret_values(settings):
+        register_secret(secret)
+    _configure_logging(settings)
+    _check_kafka_config(settings)
+    options = Options(args.topic, args.rule, since, args.dry_run, args.to)
+    try:
+        return command(settings, creds, options)
+    except ConnectorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
 def _sandbox(args: argparse.Namespace) -> int:
     import os  # noqa: PLC0415
 
@@ -526,6 +598,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         retry_after=not args.no_retry_after,
         fail_rate=args.fail_rate,
         fail_status=args.fail_status,
+        fail_customers=tuple(args.fail_customer),
         latency_ms=args.latency_ms,
         outage=outage,
         record_path=args.record,

@@ -174,6 +174,15 @@ class MoEngageSettings(_Frozen):
         "without its success body, a 400/413 without its error body) before the connector stops "
         "(exit 3)",
     )
+    max_retry_seconds: float | None = Field(
+        default=600.0,
+        gt=0,
+        description="how long one request is resent after server errors (5xx, timeouts, "
+        "connection errors) before, if other requests are being accepted meanwhile, it is "
+        "bisected and the element that keeps failing alone is dead-lettered "
+        "(send.persistent_server_error); while every request fails (an outage) nothing is. "
+        "null: retry for ever",
+    )
     unready_after_seconds: float = Field(
         default=10.0,
         ge=0,

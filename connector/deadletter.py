@@ -1,9 +1,10 @@
 """The dead-letter topic: bad input, kept whole, with headers that say what went wrong.
 
 A dead-lettered record keeps its original key, value and headers, and gains ``moengage.*``
-headers: stage, error class, rule, message, source topic/partition/offset, time and connector
-version. Its offset is released for commit only from the delivery report, i.e. after the broker
-confirmed the write (idempotent producer, ``acks=all``). Record contents never go into logs.
+headers: stage, error class, rule, message, what the rule found (``BadRecordError.details``, such
+as MoEngage's last answers), source topic/partition/offset, time and connector version. Its offset
+is released for commit only from the delivery report, i.e. after the broker confirmed the write
+(idempotent producer, ``acks=all``). Record contents never go into logs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, Message, Producer
 
 from connector import __version__
 from connector.errors import BadRecordError
@@ -69,6 +70,9 @@ def error_headers(error: BadRecordError, now: dt.datetime | None = None) -> list
         ("moengage.error.time", when.encode()),
         ("moengage.connector.version", __version__.encode()),
     ]
+    headers += [
+        (name, text.encode("utf-8", "replace")[:MAX_MESSAGE_BYTES]) for name, text in error.details
+    ]
     if ref is not None:
         headers += [
             ("moengage.source.topic", ref.topic.encode()),
@@ -108,7 +112,10 @@ class DeadLetterWriter:
         key = msg.key()
         fixed = len(key or b"") + sum(len(k) + len(v or b"") for k, v in headers)
         cap = max(0, self._max_bytes - fixed - _FRAMING_BYTES)
-        self._write(topic, key, msg.value(), headers=headers, cap=cap, done=done)
+        kind, stamp = msg.timestamp()
+        # The original's timestamp is kept: a re-drive gives mappings the record's own $timestamp.
+        stamp = stamp if kind != TIMESTAMP_NOT_AVAILABLE else 0  # 0: the producer's clock
+        self._write(topic, key, msg.value(), headers=headers, cap=cap, done=done, stamp=stamp)
 
     def _write(
         self,
@@ -119,6 +126,7 @@ class DeadLetterWriter:
         headers: list[tuple[str, str | bytes | None]],
         cap: int,
         done: DoneCallback,
+        stamp: int = 0,
     ) -> None:
         """Produce ``value`` cut to ``cap`` bytes (with the truncation headers if cut)."""
         sent, sent_headers = value, headers
@@ -139,7 +147,9 @@ class DeadLetterWriter:
             if err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 next_cap = smaller()
                 if next_cap is not None:
-                    self._write(topic, key, value, headers=headers, cap=next_cap, done=done)
+                    self._write(
+                        topic, key, value, headers=headers, cap=next_cap, done=done, stamp=stamp
+                    )
                     return
             if err is None:
                 self.written += 1
@@ -148,11 +158,18 @@ class DeadLetterWriter:
 
         try:
             self._producer.produce(
-                topic, key=key, value=sent, headers=sent_headers, on_delivery=on_delivery
+                topic,
+                key=key,
+                value=sent,
+                headers=sent_headers,
+                on_delivery=on_delivery,
+                timestamp=stamp,
             )
         except BufferError:  # the local queue is full: again at the next poll, never waited for
             self._waiting.append(
-                lambda: self._write(topic, key, value, headers=headers, cap=cap, done=done)
+                lambda: self._write(
+                    topic, key, value, headers=headers, cap=cap, done=done, stamp=stamp
+                )
             )
             return
         except KafkaException as e:  # refused before it left: too large, or worse
@@ -160,7 +177,9 @@ class DeadLetterWriter:
             if err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 next_cap = smaller()
                 if next_cap is not None:
-                    self._write(topic, key, value, headers=headers, cap=next_cap, done=done)
+                    self._write(
+                        topic, key, value, headers=headers, cap=next_cap, done=done, stamp=stamp
+                    )
                     return
             done(err or KafkaError(KafkaError._FAIL, str(e)))
             return

@@ -70,6 +70,8 @@ class BadRecordError(ConnectorError):
         self.message = message
         self.rule = rule
         self.ref = ref
+        # More dead-letter headers, (name, text): what the rule found (never record contents).
+        self.details: tuple[tuple[str, str], ...] = ()
         super().__init__(message)
 
     def at(self, ref: RecordRef) -> BadRecordError:

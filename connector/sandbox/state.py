@@ -54,6 +54,8 @@ class SandboxSettings:
     device_cost: int = 1
     fail_rate: float = 0.0
     fail_status: int = 503
+    # Answer ``fail_status`` to any Bulk request holding one of these customer ids (a poison).
+    fail_customers: tuple[str, ...] = ()
     latency_ms: float = 0.0
     outage: tuple[float, float] | None = None
     record_path: str | None = None
@@ -137,7 +139,12 @@ class SandboxState:
         self.clock = clock
         self.started = clock()
         self.faults = Faults(
-            settings.fail_rate, settings.fail_status, settings.latency_ms, False, settings.suspended
+            settings.fail_rate,
+            settings.fail_status,
+            settings.latency_ms,
+            False,
+            settings.suspended,
+            fail_customers=list(settings.fail_customers),
         )
         # Deterministic under a seed; nothing here is security-sensitive.
         self._rng = random.Random(settings.seed)  # noqa: S311

@@ -190,7 +190,8 @@ def classify(
         verdict = Verdict.FATAL
     error = error or {}
     etype, msg, rid = _text(error, "type"), _text(error, "message"), _text(error, "request_id")
-    if verdict is Verdict.FATAL and not error:
+    if verdict in (Verdict.FATAL, Verdict.RETRY) and not error:
+        # Quoted in logs, /readyz and (send.persistent_server_error) dead-letter headers.
         msg = f"not MoEngage's error answer: {snippet(body, secrets)}"
     return Answer(status, verdict, etype, msg, rid, retry_after)
 

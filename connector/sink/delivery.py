@@ -8,7 +8,10 @@ lanes go out concurrently (``max_in_flight`` lanes).
 Lanes act on verdicts (the table is :func:`connector.sink.client.classify`), never on status codes:
 ACCEPTED (a 2xx with MoEngage's success body) acknowledges every element's record slot; THROTTLED
 waits ``Retry-After`` (capped at ``RetryPolicy.retry_after_cap``) and resends; RETRY (5xx, timeouts,
-connection errors) backs off exponentially with full jitter, for as long as it takes; UNEXPECTED (an
+connection errors) backs off exponentially with full jitter, and once one request has failed so for
+``RetryPolicy.max_retry`` seconds :mod:`connector.sink.poison` decides between an outage (keep
+waiting, say so) and a poison element (bisect, dead-letter the element that keeps failing alone,
+rule ``send.persistent_server_error``); UNEXPECTED (an
 answer that is not MoEngage's: a 2xx without its success body, a 400/413 without its error body)
 backs off and resends too, and becomes fatal once one request has had such answers for
 ``RetryPolicy.unexpected_for`` seconds; TOO_LARGE splits the request; REJECTED bisects down to the
@@ -28,6 +31,7 @@ records stay unacknowledged (read again after a restart), while requests in flig
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -50,11 +54,15 @@ from connector.sink.client import (
     MoEngageClient,
     Verdict,
 )
+from connector.sink.poison import Decision, ServerErrorJudge, persistent_server_error
 
 log = structlog.get_logger(__name__)
 
 RejectHandler = Callable[[Slot, RejectedByApiError], None]
 AcceptHandler = Callable[[Batch], None]
+
+_LANE: contextvars.ContextVar[int] = contextvars.ContextVar("lane", default=-1)  # per worker task
+LAST_ANSWERS = 3  # server errors quoted when an element is dead-lettered for them
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +73,7 @@ class RetryPolicy:
     maximum: float = 30.0
     retry_after_cap: float = 120.0  # a longer Retry-After is cut to this (and logged)
     unexpected_for: float = 300.0  # answers not from MoEngage this long (one request): fatal
+    max_retry: float | None = 600.0  # server errors this long (one request): poison or outage?
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Capped exponential backoff with full jitter (AWS architecture blog's "Full Jitter")."""
@@ -130,6 +139,8 @@ class Delivery:
         self._unready_after = unready_after
         self._trouble_since: float | None = None  # first unaccepted answer since the last 200
         self._trouble: Answer | None = None  # the latest one
+        self._judge = ServerErrorJudge(retry.max_retry)
+        self._outage: dict[int, float] = {}  # lane → since when its request waits out an outage
         self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -231,6 +242,11 @@ class Delivery:
                 f"answers not from MoEngage: retrying for {lasted:.0f} s, fatal after "
                 f"{limit:g} s: {answer.describe()}"
             )
+        if self._outage:
+            return (
+                f"every request to MoEngage is failing (an outage): retrying for {lasted:.0f} s, "
+                f"nothing is dead-lettered while no request is accepted: {answer.describe()}"
+            )
         return f"MoEngage unreachable: retrying for {lasted:.0f} s: {answer.describe()}"
 
     def coalesced(self) -> tuple[int, int]:
@@ -247,6 +263,7 @@ class Delivery:
         return sum(len(lane.queue) for lane in self.lanes)
 
     async def _work(self, lane: Lane) -> None:
+        _LANE.set(lane.index)  # this task's own context: _deliver reads which lane it serves
         while True:
             while not lane.queue:
                 lane.wakeup.clear()
@@ -348,9 +365,16 @@ class Delivery:
         )
         self.metrics.budget_shape(budget.share, budget.factor)
 
-    async def _deliver(self, batch: Batch, users: int, events: int) -> None:
+    async def _deliver(
+        self, batch: Batch, users: int, events: int, *, suspect: float | None = None
+    ) -> None:
+        """Send until accepted, divided, or given up on. ``suspect``: this batch is a piece of a
+        request being isolated (see :mod:`connector.sink.poison`) that began failing then."""
         attempt = 0
         odd_since: float | None = None  # first answer to this request that was not MoEngage's
+        failing_since = suspect  # first server error of this request (of its whole, if a piece)
+        server_errors: deque[Answer] = deque(maxlen=LAST_ANSWERS)
+        lone_failures = 0
         body = batch.body()
         while True:
             owned = batch.owned()
@@ -365,8 +389,8 @@ class Delivery:
                 # elements go now, the rest after (same lane, in order).
                 self.metrics.split("room")
                 first, rest = batch.split(receipt)
-                await self._deliver(first, first.users, first.events)
-                await self._deliver(rest, rest.users, rest.events)
+                await self._deliver(first, first.users, first.events, suspect=suspect)
+                await self._deliver(rest, rest.users, rest.events, suspect=suspect)
                 return
             if receipt is None:
                 # More than the budget can ever hold now (its share shrank, or 429s cut it):
@@ -380,6 +404,8 @@ class Delivery:
             verdict = answer.verdict
             if verdict is Verdict.ACCEPTED:
                 self._trouble_since = self._trouble = None
+                self._judge.accepted(self._clock())
+                self._outage.pop(_LANE.get(), None)
                 for slot in batch.slots:
                     slot.ack()
                 if self._on_accepted is not None:
@@ -396,11 +422,76 @@ class Delivery:
             if verdict in (Verdict.TOO_LARGE, Verdict.REJECTED):
                 await self._divide(batch, answer, users, events)
                 return
+            if verdict is Verdict.RETRY:
+                failing_since = self._clock() if failing_since is None else failing_since
+                server_errors.append(answer)
+                lone_failures += len(batch) == 1
+                settled = await self._after_server_error(
+                    batch, failing_since, suspect is not None, lone_failures, server_errors
+                )
+                if settled:
+                    return
             # THROTTLED, RETRY or UNEXPECTED: the same request again, after a pause; never dropped.
             if verdict is Verdict.UNEXPECTED and odd_since is None:
                 odd_since = self._clock()
             await self._wait_to_resend(batch, answer, attempt, odd_since)
             attempt += 1
+
+    async def _after_server_error(
+        self,
+        batch: Batch,
+        failing_since: float,
+        isolating: bool,
+        lone_failures: int,
+        answers: deque[Answer],
+    ) -> bool:
+        """Poison or outage (:mod:`connector.sink.poison`): bisect the batch, or dead-letter its
+        lone element (True: settled), or let the caller resend it (False)."""
+        lane, now = _LANE.get(), self._clock()
+        judge = self._judge
+        judge.failed(lane, now)
+        decision = judge.decide(
+            lane,
+            failing_since,
+            now,
+            size=len(batch),
+            isolating=isolating,
+            lone_failures=lone_failures,
+        )
+        if decision is Decision.OUTAGE:
+            if lane not in self._outage:
+                self._outage[lane] = now
+                log.warning(
+                    "outage_waiting",
+                    batch_id=batch.id,
+                    failing_s=round(now - failing_since, 1),
+                    answer=answers[-1].describe(),
+                    note="no request of this instance is being accepted: waiting; nothing is "
+                    "bisected or dead-lettered (moengage.max_retry_seconds)",
+                )
+            return False
+        self._outage.pop(lane, None)
+        if decision is Decision.WAIT:
+            return False
+        if decision is Decision.BISECT:
+            log.warning(
+                "poison_isolating",
+                batch_id=batch.id,
+                elements=len(batch),
+                failing_s=round(now - failing_since, 1),
+                answer=answers[-1].describe(),
+                note="other requests are accepted: bisecting to find the element that fails",
+            )
+            self.metrics.split("poison")
+            first, second = batch.split()
+            await self._deliver(first, first.users, first.events, suspect=failing_since)
+            await self._deliver(second, second.users, second.events, suspect=failing_since)
+            return True
+        judge.dead_lettered(lane, now)
+        for slot in batch.slots:  # a coalesced element carries several records
+            err = persistent_server_error(answers, lone_failures, now - failing_since)
+            self._on_rejected(slot, err)
+        return True
 
     async def _wait_to_resend(
         self, batch: Batch, answer: Answer, attempt: int, odd_since: float | None
@@ -557,6 +648,7 @@ def make_delivery(
             m.retry_max_ms / 1000,
             retry_after_cap=m.max_retry_after_seconds,
             unexpected_for=m.unexpected_answer_max_seconds,
+            max_retry=m.max_retry_seconds,
         ),
         unready_after=m.unready_after_seconds,
         on_rejected=on_rejected,

@@ -62,6 +62,7 @@ class FakeProducer:
     full: int = 0  # raise BufferError on the next ``full`` produce calls
     refuse: KafkaError | None = None  # raise this from every produce call, as librdkafka does
     poll_timeouts: list[float] = field(default_factory=list)
+    stamps: list[int] = field(default_factory=list)  # the timestamp of every write
 
     def produce(
         self,
@@ -71,6 +72,7 @@ class FakeProducer:
         value: bytes | None,
         headers: list[tuple[str, Any]],
         on_delivery: Any,
+        timestamp: int = 0,
     ) -> None:
         if self.full:
             self.full -= 1
@@ -80,6 +82,7 @@ class FakeProducer:
         size = len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
         if size > int(self.config.get("message.max.bytes", 1_000_000)):
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        self.stamps.append(timestamp)
         self.writes.append(Write(topic, key, value, list(headers), on_delivery))
 
     def answer(self, i: int, err: KafkaError | None) -> None:
@@ -124,6 +127,9 @@ class FakeMessage:
 
     def offset(self) -> int:
         return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_767_225_600_000)  # TIMESTAMP_CREATE_TIME: kept by the dead-letter write
 
 
 @pytest.fixture(autouse=True)
@@ -328,6 +334,7 @@ def test_the_writer_reports_only_from_poll_and_keeps_the_record_whole() -> None:
     assert headers["moengage.source.topic"] == TOPIC.encode()
     assert headers["moengage.source.partition"] == b"0"
     assert headers["moengage.source.offset"] == b"11"
+    assert producer.stamps == [1_767_225_600_000]  # the original's time: a re-drive's $timestamp
 
     writer.poll()
     assert reports == []

@@ -707,6 +707,27 @@ async def test_fail_customers_fails_only_requests_holding_those_customers(sandbo
     assert set(await get(client, "/_sandbox/users")) == {"fine"}
 
 
+async def test_a_poison_customer_from_the_settings_fails_every_request_holding_it(
+    sandbox: Start,
+) -> None:
+    client = await sandbox(fail_customers=("poison",), fail_status=500)
+    for _ in range(3):  # every time, not at random
+        status, body, _ = await send(client, bulk(customer("fine"), customer("poison")))
+        assert status == 500
+        assert body["error"]["type"] == "Server Error"
+    assert (await send(client, bulk(customer("fine"))))[0] == 200
+    assert (await get(client, "/_sandbox/faults"))["fail_customers"] == ["poison"]
+
+
+def test_the_command_line_names_poison_customers() -> None:
+    from connector.cli import _parser  # noqa: PLC0415
+
+    args = _parser().parse_args(
+        ["sandbox", "--fail-customer", "a", "--fail-customer", "b", "--fail-status", "500"]
+    )
+    assert (args.fail_customer, args.fail_status) == (["a", "b"], 500)
+
+
 async def test_ack_delay_accepts_first_then_answers(sandbox: Start) -> None:
     client = await sandbox()
     await admin(client, {"ack_delay_ms": 1, "ack_delay_count": 1})
