@@ -25,6 +25,7 @@ import datetime as dt
 import fnmatch
 import sys
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TextIO, cast
 
@@ -33,6 +34,8 @@ import orjson
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from connector.catalogue.guard import make_guard
+from connector.catalogue.rule import Names
 from connector.config import Credentials, Settings
 from connector.deadletter import DeadLetterWriter, producer_config
 from connector.errors import (
@@ -214,6 +217,8 @@ class Redrive:
     ) -> None:
         self.settings, self.credentials, self.opt, self.out = settings, credentials, options, out
         self.processor = RecordProcessor(settings)
+        # The account's caps hold for re-driven records too: a name is sent only once claimed.
+        self.catalogue = make_guard(settings, credentials.workspace_id)
         self.summary = Summary()
         self.ledger = OffsetLedger()
         self.failure: ConnectorError | None = None
@@ -244,9 +249,12 @@ class Redrive:
     async def run(self) -> int:
         """Re-drive to the end of every partition; print the summary; the exit code."""
         try:
+            if not self.opt.dry_run:
+                await self.catalogue.start()  # raises ConnectorError: the claims log unusable
             return await self._run()
         finally:
             self.consumer.close()
+            await self.catalogue.close()
 
     async def _run(self) -> int:
         parts = self._assign()
@@ -263,7 +271,9 @@ class Redrive:
                     for msg in msgs:
                         err = msg.error()
                         if err is None:
-                            self._take(msg, delivery)
+                            claiming = self._take(msg, delivery)
+                            if claiming is not None:  # new names: claimed before it is sent
+                                await claiming
                         elif err.code() == KafkaError._PARTITION_EOF:
                             open_parts.discard(cast(int, msg.partition()))
                         else:
@@ -323,7 +333,7 @@ class Redrive:
 
     # ----- one record ---------------------------------------------------------------------------
 
-    def _take(self, msg: Message, delivery: Delivery | None) -> None:
+    def _take(self, msg: Message, delivery: Delivery | None) -> Coroutine[Any, Any, None] | None:
         summary = self.summary
         summary.read += 1
         partition, offset = cast(int, msg.partition()), cast(int, msg.offset())
@@ -335,19 +345,19 @@ class Redrive:
         if not self._selected(letter):
             summary.passed_over += 1
             slot.release()
-            return
+            return None
         original = letter.original
         if original is None:
             assert letter.problem is not None
             summary.cannot[letter.problem] += 1
             self._show(where, letter, "cannot", {"why": letter.problem})
             slot.release()
-            return
+            return None
         if original.source.topic not in self.processor.pipelines:
             summary.cannot["its source topic is not in the configuration"] += 1
             self._show(where, letter, "cannot", {"why": "source topic not configured"})
             slot.release()
-            return
+            return None
         slot.msg = original
         try:
             prepared = self.processor.prepare(
@@ -360,20 +370,49 @@ class Redrive:
         except BadRecordError as e:
             self._show(where, letter, "still fails", {"stage": e.stage, "rule": e.rule})
             self._still_fails(slot, e)
-            return
+            return None
         except SchemaRegistryError as e:  # not the record's fault: it stays, uncommitted
             self._fail(e, ExitCode.SCHEMA_REGISTRY)
-            return
+            return None
         if not prepared:
             summary.filtered += 1
             self._show(where, letter, "filtered", {})
             slot.release()
-            return
+            return None
+        try:
+            new = None if delivery is None else self.catalogue.admit(prepared)
+        except BadRecordError as e:  # a kind of name the account has no room left for
+            self._still_fails(slot, e.at(original.source))
+            return None
         self._show(where, letter, "deliver", {"elements": [el for *_, el in prepared]})
         if delivery is None:  # a dry run
             summary.delivered += 1
             slot.release()
+            return None
+        if new is not None:
+            return self._after_claim(slot, prepared, new, delivery, original)
+        self._hand_over(slot, prepared, delivery)
+        return None
+
+    async def _after_claim(
+        self,
+        slot: Slot,
+        prepared: list[Any],
+        new: Names,
+        delivery: Delivery,
+        original: Original,
+    ) -> None:
+        try:
+            await self.catalogue.claim(new)
+        except BadRecordError as e:  # an earlier claim took the last free names
+            self._still_fails(slot, e.at(original.source))
             return
+        except ConnectorError as e:  # the claims log unusable: this record stays uncommitted
+            self._fail(e, ExitCode.KAFKA)
+            return
+        self._hand_over(slot, prepared, delivery)
+
+    def _hand_over(self, slot: Slot, prepared: list[Any], delivery: Delivery) -> None:
         loop_now = asyncio.get_running_loop().time()
         for data, cost, customer, element in prepared:
             delivery.add(data, slot, cost, customer, loop_now, element=element)

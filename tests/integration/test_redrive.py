@@ -177,3 +177,49 @@ def test_what_still_fails_goes_to_a_second_topic_once_confirmed_with_its_coordin
         assert headers["moengage.source.topic"] == topic.encode()
         assert headers["moengage.source.offset"] == str(40 + i).encode()
     assert sandbox.admin("GET", "requests") == []
+
+
+def test_a_redrive_holds_to_the_accounts_caps_like_run(
+    broker: LocalBroker,
+    sandbox: SandboxProcess,
+    connector: Factory,
+    names: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """Records past a catalogue cap, re-driven with the cap unchanged, still fail: the re-drive
+    claims new names through the same claims log as ``run`` and sends none past the cap."""
+    bootstrap = broker.bootstrap
+    topic, dlq, group = names("wide"), names("wide-dlq"), names("group")
+    create_topics(bootstrap, {topic: 1, dlq: 1})
+    rows = [
+        (f"c{i}".encode(), orjson.dumps({"id": f"c{i}", "attrs": {f"attr_{i}": i}}))
+        for i in range(8)
+    ]
+    ends = produce(bootstrap, topic, rows, partition_of=lambda _n, _key: 0)
+    spec = {
+        "name": topic,
+        "format": "json",
+        "transform": {
+            "mapping": {"type": "customer", "customer_id": "id", "attributes": {"from": "attrs"}}
+        },
+        "dead_letter_topic": dlq,
+    }
+    cfg = base_config(broker, sandbox.url, group, [spec])
+    cfg["catalogue"] = {**cfg.get("catalogue", {}), "max_user_attributes": 3}
+    proc = connector(cfg)
+    wait_until(lambda: all_committed(bootstrap, group, topic, ends), 60, "the first run committed")
+    assert proc.stop() == 0
+    letters = read_all(bootstrap, dlq, 1, 5)
+    assert {dict(m.headers())["moengage.error.rule"] for m in letters} == {
+        b"policy.catalogue.user_attributes"
+    }
+    path = tmp_path / "same-cap.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    sent_before = len(sandbox.admin("GET", "requests"))
+
+    again = redrive(path, "--topic", dlq)
+    assert again.returncode == 1, again.stderr  # some still fail
+    assert "policy/policy.catalogue.user_attributes" in again.stdout
+    assert len(sandbox.admin("GET", "requests")) == sent_before  # nothing past the cap was sent
+    stored = {n for user in sandbox.admin("GET", "users").values() for n in user["attributes"]}
+    assert len({n for n in stored if n.startswith("attr_")}) == 3
