@@ -45,6 +45,15 @@ HTML = "<html><head><title>{status}</title></head><body>Request blocked by polic
 Factory = Callable[..., ConnectorProcess]
 
 
+def answers_config(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The integration config, without the start-up credential check: these fakes stand for a
+    proxy in front of the Bulk Import API, and what is on trial is how delivery reads its
+    answers (the check has tests of its own: tests/integration/test_startup.py)."""
+    cfg: dict[str, Any] = base_config(*args, **kwargs)
+    cfg["moengage"]["startup_check_seconds"] = 0
+    return cfg
+
+
 class Fake:
     """An aiohttp app on 127.0.0.1 in this process, counting what reaches each route."""
 
@@ -162,7 +171,7 @@ def test_a_redirect_is_fatal_naming_the_location_and_commits_nothing(
     fake = fakes(app)
     topic, _ = users_topic(broker, names)
     group = names("group")
-    cfg = base_config(broker, fake.url, group, [_spec(topic, "skip")])
+    cfg = answers_config(broker, fake.url, group, [_spec(topic, "skip")])
     proc = connector(cfg)
 
     assert exit_code(proc, 60) == FATAL_API
@@ -181,7 +190,7 @@ def test_a_200_that_is_not_moengage_s_answer_commits_nothing_and_ends_fatal(
     fake = fakes(answering(200, "<html><body>Welcome to the guest network</body></html>"))
     topic, _ = users_topic(broker, names)
     group = names("group")
-    cfg = base_config(
+    cfg = answers_config(
         broker, fake.url, group, [_spec(topic, "skip")], unexpected_answer_max_seconds=BOUND_S
     )
     proc = connector(cfg)
@@ -211,7 +220,7 @@ def test_an_html_400_or_413_to_everything_blames_no_record(
     topic, _ = users_topic(broker, names)
     dlq = fresh_topic(broker, names("dlq"), 1)
     group = names("group")
-    cfg = base_config(
+    cfg = answers_config(
         broker, fake.url, group, [_spec(topic, policy, dlq)], unexpected_answer_max_seconds=BOUND_S
     )
     proc = connector(cfg)
@@ -239,7 +248,7 @@ def test_a_413_for_a_small_body_is_not_the_element_s_fault(
     topic, _ = users_topic(broker, names)
     dlq = fresh_topic(broker, names("dlq"), 1)
     group = names("group")
-    cfg = base_config(
+    cfg = answers_config(
         broker, fake.url, group, [_spec(topic, "dlq", dlq)], unexpected_answer_max_seconds=BOUND_S
     )
     proc = connector(cfg)
@@ -264,7 +273,7 @@ def test_moengage_s_own_400_for_one_element_still_dead_letters_only_that_record(
     topic, ends = users_topic(broker, names)
     dlq = fresh_topic(broker, names("dlq"), 1)
     group = names("group")
-    proc = connector(base_config(broker, fake.url, group, [_spec(topic, "dlq", dlq)]))
+    proc = connector(answers_config(broker, fake.url, group, [_spec(topic, "dlq", dlq)]))
 
     wait_until(lambda: all_committed(broker.bootstrap, group, topic, ends), 60, "all committed")
     assert proc.stop() == 0
@@ -306,7 +315,7 @@ def test_a_ten_day_retry_after_is_capped_shown_on_readyz_and_cut_short_by_sigter
     fake = fakes(app)
     topic, _ = users_topic(broker, names)
     group = names("group")
-    cfg = base_config(
+    cfg = answers_config(
         broker,
         fake.url,
         group,

@@ -290,7 +290,9 @@ def test_sigkill_between_sending_and_committing_loses_nothing(
         }
     ]
     cfg = short_session(base_config(broker, sandbox.url, group, topics))
-    cfg["pipeline"]["commit_interval_ms"] = 600_000  # sends happen, the periodic commit does not
+    # Sends happen, commits do not: neither the periodic one nor the one after each 200.
+    cfg["pipeline"]["commit_interval_ms"] = 600_000
+    cfg["pipeline"]["commit_after_accept_ms"] = None
     first = connector(cfg)
     wait_until(
         lambda: sandbox.admin("GET", "stats")["actions_total"] >= 500,
