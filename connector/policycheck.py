@@ -230,11 +230,14 @@ class _TopicCheck:
         todo = list(attrs.items())
         todo.reverse()
         renamed = False
+        made: set[str] = set()  # names flattening made (a clash with one would lose a value)
         while todo:
             key, value = todo.pop()
             if len(key) > MAX_NAME_LENGTH:
                 what = f"{where} name {_short(key)!r} is {len(key)} characters, over 200"
                 if self._act("name_length", kind, key, what) == "truncate":
+                    if key in made:
+                        made.add(key[:MAX_NAME_LENGTH])
                     key = key[:MAX_NAME_LENGTH]
                     renamed = True
             if type(value) is dict and key in STRUCTURED_STANDARD_ATTRIBUTES and kind == "customer":
@@ -244,6 +247,7 @@ class _TopicCheck:
                 how = self._act("object", kind, key, f"{where}.{_short(key)} is an object")
                 if how == "flatten":
                     pairs = [(f"{key}{self.sep}{k}", v) for k, v in value.items()]
+                    made.update(name for name, _ in pairs)
                     todo.extend(reversed(pairs))
                     renamed = True
                     continue
@@ -259,6 +263,8 @@ class _TopicCheck:
             if isinstance(value, str) and len(value) > MAX_VALUE_LENGTH:
                 value = self._long_string(value, kind, key, where)
             out.append((key, value))
+        if made:
+            self._no_clash(out, made, kind, where)
         if renamed or len(out) != len(attrs):
             attrs.clear()
             attrs.update(out)
@@ -267,6 +273,20 @@ class _TopicCheck:
                 if attrs[key] is not value:
                     attrs[key] = value
         return renamed
+
+    def _no_clash(self, out: list[tuple[str, Any]], made: set[str], kind: str, where: str) -> None:
+        """Flattening must not make a name twice (``{"a_b": 1, "a": {"b": 2}}``): one of the
+        values would be dropped without a word. Bad input under the object rule."""
+        seen: set[str] = set()
+        for key, _ in out:
+            if key in seen and key in made:
+                raise PolicyError(
+                    f"{kind} element: flattening {where} makes the attribute {_short(key)!r}, "
+                    "which the element has already: one of the two values would be lost; "
+                    "rename one in the transform, or set policy.flatten_separator",
+                    rule=RULE_IDS["object"],
+                )
+            seen.add(key)
 
     def _long_string(self, value: str, kind: str, key: str, where: str) -> str:
         what = f"{where}.{_short(key)} is {len(value)} characters, over {MAX_VALUE_LENGTH}"

@@ -114,13 +114,16 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 def snippet(body: bytes, secrets: Collection[str] = ()) -> str:
     """The first ``SNIPPET_CHARS`` characters of a body, printable, on one line, with every
-    string in ``secrets`` replaced first (an echoing proxy may send our Authorization back)."""
+    string in ``secrets`` replaced first (an echoing proxy may send our Authorization back), as
+    it is and as a JSON encoder that escapes ``/`` writes it (base64 and keys can hold ``/``)."""
     if not body:
         return "(empty body)"
     text = body[: SNIPPET_CHARS * 8].decode("utf-8", errors="replace")
     for secret in secrets:
         if secret:
             text = text.replace(secret, "[redacted]")
+            if "/" in secret:
+                text = text.replace(secret.replace("/", "\\/"), "[redacted]")
     text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     return text[:SNIPPET_CHARS] + ("..." if len(text) > SNIPPET_CHARS else "")
 

@@ -35,6 +35,12 @@ _US_MAX = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - _EPOCH) // t
 )
 _UNITS = {"s": 1_000_000, "ms": 1000, "us": 1}
 _MS_THRESHOLD, _US_THRESHOLD = 100_000_000_000, 100_000_000_000_000  # as connector.elements
+# A decimal this far from 1 (its exponent) is never written out: its text would be this many
+# digits long, and turning it into an int costs time quadratic in them (a 9-byte "1e1000000"
+# held the event loop for half a minute). No exact result of 200 digits comes near it.
+_MAX_EXPONENT = 1000
+# Longer digit strings are no epoch time (and int() refuses past 4300 digits).
+_MAX_EPOCH_DIGITS = 40
 
 
 def type_name(value: object) -> str:
@@ -69,7 +75,14 @@ def number_out(value: int | Decimal, decimals: Decimals, where: str) -> int | fl
     if type(value) is int:
         return value if decimals == "number" else str(value)
     assert isinstance(value, Decimal)
-    if value == value.to_integral_value():
+    size = value.adjusted()
+    if abs(size) > _MAX_EXPONENT:
+        raise TransformError(
+            f"mapping {where}: a number of about 1e{size} has no JSON number and its exact text "
+            f"would be over {_MAX_EXPONENT} digits",
+            rule="mapping.decimal_inexact",
+        )
+    if size < 20 and value == value.to_integral_value():  # 1e20 is past 2^64 already
         n = int(value)
         if _INT_MIN <= n <= _INT_MAX:
             return n if decimals == "number" else str(n)
@@ -118,7 +131,7 @@ def to_number(value: Any, decimals: Decimals, where: str) -> int | float | str:
     kind = type(value)
     if kind is str:
         text = value.strip()
-        if _INTEGER.fullmatch(text):
+        if _INTEGER.fullmatch(text) and len(text) <= _MAX_EXPONENT:
             return number_out(int(text), decimals, where)
         try:
             parsed = Decimal(text)
@@ -135,12 +148,12 @@ def to_number(value: Any, decimals: Decimals, where: str) -> int | float | str:
 
 
 def _epoch_us(n: int | float | Decimal, unit: str, where: str) -> int:
-    if unit == "auto":
-        size = abs(float(n))
-        unit = "s" if size < _MS_THRESHOLD else "ms" if size < _US_THRESHOLD else "us"
     try:
+        if unit == "auto":
+            size = abs(float(n))  # an int past a double's range: OverflowError
+            unit = "s" if size < _MS_THRESHOLD else "ms" if size < _US_THRESHOLD else "us"
         us = int(n) * _UNITS[unit] if type(n) is int else round(Decimal(n) * _UNITS[unit])
-    except (OverflowError, ValueError, InvalidOperation):  # inf, nan
+    except (OverflowError, ValueError, InvalidOperation):  # inf, nan, past a double
         us = _US_MAX + 1
     if not _US_MIN <= us <= _US_MAX:
         raise TransformError(
@@ -182,6 +195,12 @@ def epoch_us(value: Any, unit: str, where: str) -> int:
     if kind is str:
         text = value.strip()
         if _INTEGER.fullmatch(text):
+            if len(text) > _MAX_EPOCH_DIGITS:
+                raise TransformError(
+                    f"mapping {where}: the epoch time {text[:40]!r}... ({len(text)} digits) is "
+                    "outside the years 1 to 9999",
+                    rule="mapping.timestamp_range",
+                )
             return _epoch_us(int(text), unit, where)
         return _datetime_us(text, where)
     if isinstance(value, datetime):

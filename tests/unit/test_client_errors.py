@@ -202,6 +202,26 @@ def test_a_quoted_body_never_carries_the_credentials() -> None:
     assert "[redacted]" in answer.describe()
 
 
+def test_a_quoted_body_never_carries_the_credentials_json_escaped() -> None:
+    # An echo written by a JSON encoder that escapes '/' (PHP's does by default): a base64 token
+    # or a key holding '/' no longer matched, and the quote went to logs, /readyz and (for a 5xx)
+    # the dead-letter headers.
+    key = "k/3y?0"
+    token = base64.b64encode(f"{WORKSPACE}:{key}".encode()).decode()
+    assert "/" in token.rstrip("=")
+
+    def escaped(text: str) -> str:
+        return text.replace("/", "\\/")
+
+    echo = f'{{"h":{{"Authorization":"Basic {escaped(token)}","X-Key":"{escaped(key)}"}}}}'
+    for status in (200, 502):
+        answer = classify(status, echo.encode(), secrets=[token, token.rstrip("="), key])
+        for secret in (key, token.rstrip("=")):
+            assert secret not in answer.describe()
+            assert escaped(secret) not in answer.describe()
+        assert "[redacted]" in answer.describe()
+
+
 def test_a_small_413_says_it_is_not_about_size() -> None:
     answer = classify(413, moengage_error("Payload too large"), sent_bytes=90)
     assert "90-byte" in answer.describe()

@@ -142,6 +142,16 @@ def test_to_number() -> None:
     assert value({"path": "n", "to": "number", "decimals": "string"}, {"n": precise}) == precise
 
 
+@pytest.mark.parametrize("decimals", ["number", "string"])
+@pytest.mark.parametrize("given", ["1e100000", "-1e-100000", "1e999999999999999999", "9" * 5000])
+def test_to_number_of_an_absurd_exponent_is_bad_input(decimals: str, given: str) -> None:
+    # A 9-byte text that means a 100,001-digit number: its exact text was sent (decimals:
+    # string), and turning it into an int first took time quadratic in its digits (1e1000000
+    # held the event loop for half a minute; 1e999999999999999999 never came back).
+    spec = {"path": "n", "to": "number", "decimals": decimals}
+    assert "over 1000 digits" in fails(spec, {"n": given}, "mapping.decimal_inexact")
+
+
 # ----- times --------------------------------------------------------------------------------------
 
 
@@ -180,6 +190,16 @@ def test_epoch_overflow_is_bad_input_not_a_crash(given: Any) -> None:
     for to in ("epoch_seconds", "epoch_millis", "iso8601"):
         assert "years 1 to 9999" in fails(
             {"path": "t", "to": to, "unit": "us"}, {"t": given}, "mapping.timestamp_range"
+        )
+
+
+@pytest.mark.parametrize("given", [1e300, "9" * 400, "9" * 5000, "-" + "9" * 5000])
+def test_epoch_far_past_the_calendar_in_unit_auto_is_bad_input_named_so(given: Any) -> None:
+    # 'auto' reads the unit from the magnitude: an integer past a double's range (or a digit
+    # string past int()'s 4300-digit limit) was an OverflowError/ValueError (transform.raised).
+    for to in ("epoch_seconds", "epoch_millis", "iso8601"):
+        assert "years 1 to 9999" in fails(
+            {"path": "t", "to": to}, {"t": given}, ("mapping.timestamp_range")
         )
 
 

@@ -179,6 +179,21 @@ def test_flattened_names_pass_validation_again() -> None:
     assert info.value.rule == "attribute.reserved"
 
 
+def test_a_flattened_name_the_element_already_has_is_bad_input_not_an_overwrite() -> None:
+    # {"a_b": 1, "a": {"b": 2}} flattened to {"a_b": 2}: the record's own a_b was lost, silently.
+    for given in (user(a_b=1, a={"b": 2}), user(a={"b": 2}, a_b=1), event(a_b=1, a={"b": 2})):
+        check = Check(object="flatten")
+        with pytest.raises(BadRecordError) as info:
+            check(given)
+        assert info.value.rule == "policy.object"
+        assert "'a_b'" in str(info.value)
+    nested = Check(object="flatten")  # two objects that flatten to one name
+    with pytest.raises(BadRecordError):
+        nested(user(a={"b_c": 1, "b": {"c": 2}}))
+    distinct = Check(object="flatten")  # no collision: flattened as before
+    assert attrs(distinct(user(a_b=1, a={"c": 2}))) == {"a_b": 1, "a_c": 2}
+
+
 def test_objects_stringify_or_are_allowed() -> None:
     check = Check(object="stringify")
     assert attrs(check(event(o={"b": 1, "a": [1]}))) == {"o": '{"b":1,"a":[1]}'}
