@@ -115,10 +115,17 @@ class MappingCompiled(CompiledTransform):
     construction, so it is returned as it is (the checks above are for user code); what the
     mapping raises is still a ``TransformError``."""
 
-    __slots__ = ()
+    __slots__ = ("_single",)
+
+    def __init__(self, name: str, fn: MappingTransform) -> None:
+        super().__init__(name, fn)
+        self._single = fn.single
 
     def __call__(self, record: Record) -> list[Element]:
         try:
+            single = self._single
+            if single is not None:
+                return [single(record)]
             out: list[Element] = self._fn(record)  # type: ignore[assignment]
         except BadRecordError:
             raise

@@ -89,6 +89,8 @@ class _Builder:
         where = f"{key_path}.attributes"
         self._source = None if attrs.source is None else parse_path(attrs.source, f"{where}.from")
         self._source_path = attrs.source
+        steps = self._source or ()
+        self._source_key = steps[0] if len(steps) == 1 and type(steps[0]) is str else None
         self._copies = attrs.copies
         drop = frozenset(attrs.drop)
         self._include = (
@@ -120,7 +122,13 @@ class _Builder:
         cid = None
         slot = self._customer_id
         if slot is not None:
-            cid = _read(slot, record, get)
+            name, default, getter = slot  # _read(slot, record, get), inline
+            if getter is not None:
+                cid = getter(record)
+            else:
+                cid = get(name)  # type: ignore[arg-type]
+                if cid is None:
+                    cid = default
             if type(cid) is int:  # IDs are strings in MoEngage: ints (not bools) are converted
                 cid = str(cid)
         ids = None
@@ -158,7 +166,11 @@ class _Builder:
         """The keys copied from the ``from`` object or the record's top level."""
         src = value
         if self._source is not None:
-            src = walk(src, self._source)
+            key = self._source_key  # a one-key path: walk(src, self._source), inline
+            if key is not None:
+                src = src.get(key) if isinstance(src, dict) else None
+            else:
+                src = walk(src, self._source)
             if src is None:
                 src = {}
             elif not isinstance(src, dict):
@@ -266,7 +278,7 @@ class _EventBuilder(_Builder):
         self._action = compile_slot(spec.action, f"{key_path}.action")
         self._action_path = ", ".join(source_paths(spec.action)) or "(a constant)"
         self._optional = tuple(
-            (name, compile_slot(vs, f"{key_path}.{name}"))
+            (name, *compile_slot(vs, f"{key_path}.{name}"))
             for name in _ACTION_FIELDS
             if (vs := getattr(spec, name)) is not None
         )
@@ -284,15 +296,26 @@ class _EventBuilder(_Builder):
             device_id = _read(self._device_id, record, get)
             if device_id is not None:
                 element["device_id"] = _as_id(device_id)
-        name = _read(self._action, record, get)
+        field, default, getter = self._action  # _read, inline
+        if getter is not None:
+            name = getter(record)
+        else:
+            name = get(field)  # type: ignore[arg-type]
+            if name is None:
+                name = default
         if name is None:
             raise TransformError(
                 f"event mapping: action field {self._action_path!r} is missing or null",
                 rule="mapping.missing_field",
             )
         action: dict[str, Any] = {"action": name, "attributes": self._attributes(record, value)}
-        for key, slot in self._optional:
-            found = _read(slot, record, get)
+        for key, field, default, getter in self._optional:  # _read, inline
+            if getter is not None:
+                found = getter(record)
+            else:
+                found = get(field)  # type: ignore[arg-type]
+                if found is None:
+                    found = default
             if found is not None:
                 action[key] = found
         element["actions"] = [action]
@@ -360,7 +383,7 @@ class MappingTransform:
     all element specs are reported together).
     """
 
-    __slots__ = ("_builds", "_plain")
+    __slots__ = ("_builds", "_plain", "single")
 
     def __init__(self, specs: Sequence[ElementSpec], *, key_path: str = "mapping") -> None:
         if not specs:
@@ -378,6 +401,8 @@ class MappingTransform:
         self._builds = tuple(builds)
         # Without 'when' and 'then' every spec makes exactly one element.
         self._plain = all(spec.when is None and spec.then is None for spec in specs)
+        # The one element's builder when that is all there is: ``[single(record)]`` is the call.
+        self.single = builds[0] if self._plain and len(builds) == 1 else None
 
     def __call__(self, record: Record) -> list[Element]:
         builds = self._builds
