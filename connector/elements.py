@@ -372,6 +372,45 @@ class ElementValidator:
             raise _fail("element.invalid", str(kind), "element", what=what) from e
         return element
 
+    def validate_mapped_event(self, el: Element) -> Element:
+        """:meth:`validate` for an event that a mapping of one element (no ``when``, no
+        ``then``) built: by construction a dict of type ``event`` with no null at its top level
+        or in its one action, ``user_identifiers`` (if any) a dict, ``actions`` a list of one
+        dict whose ``action`` is set and whose ``attributes`` is a dict. So the shape checks
+        are decided already; the checks of values run in :meth:`validate`'s order, with the
+        same errors."""
+        try:
+            ids = el.get("user_identifiers")
+            if ids is not None:
+                self._identifier_keys.check("user_identifiers", ids)
+            if "customer_id" in el:
+                self._customer_id("event", el["customer_id"])
+            elif not ids or all(v in (None, "") for v in ids.values()):
+                hint = "give customer_id or a non-empty user_identifiers object (Bulk Import API)"
+                raise _fail("customer_id.missing", "event", what=hint)
+            if "device_id" in el:
+                _check_device_id("event", el)
+            a = el["actions"][0]
+            name = a["action"]
+            if not isinstance(name, str):
+                raise _fail("field.type", "event", "actions[0].action", name, "a string")
+            if name not in self._good_actions:
+                self._action_name("actions[0]", name)
+            attrs = a["attributes"]
+            if not attrs.keys() <= self._event_keys._known:  # _KnownKeys.check, inline
+                self._event_keys.check("actions[0].attributes", attrs)
+            _action_fields(0, a)
+            if "current_time" in a:
+                self._event_time(0, "current_time", a)
+            if "user_time" in a:
+                self._event_time(0, "user_time", a)
+        except ValidationError:
+            raise
+        except Exception as e:  # e.g. a value whose comparison raises: still only this record
+            what = f"{type(e).__name__}: {_short(str(e))}"
+            raise _fail("element.invalid", "event", "element", what=what) from e
+        return el
+
     def customer_key(self, element: Element) -> str:
         """``customer_key`` with this validator's identifier keys."""
         return customer_key(element, self.identifier_keys)

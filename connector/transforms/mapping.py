@@ -383,7 +383,7 @@ class MappingTransform:
     all element specs are reported together).
     """
 
-    __slots__ = ("_builds", "_plain", "single")
+    __slots__ = ("_builds", "_plain", "single", "single_kind")
 
     def __init__(self, specs: Sequence[ElementSpec], *, key_path: str = "mapping") -> None:
         if not specs:
@@ -403,6 +403,7 @@ class MappingTransform:
         self._plain = all(spec.when is None and spec.then is None for spec in specs)
         # The one element's builder when that is all there is: ``[single(record)]`` is the call.
         self.single = builds[0] if self._plain and len(builds) == 1 else None
+        self.single_kind = specs[0].type if self.single is not None else None
 
     def __call__(self, record: Record) -> list[Element]:
         builds = self._builds
