@@ -175,7 +175,11 @@ class RecordProcessor:
                 raise
             except Exception as e:  # no record may crash the connector: it is bad input
                 raise unexpected(DecodeError, "decode.unexpected", "the decoder", e) from e
-            return self._prepare(pipe, _record(msg, topic, partition, offset, value))
+            record = _record(msg, topic, partition, offset, value)
+            transform = pipe.transform
+            if type(transform) is MappingCompiled and transform.single_kind == "event":
+                return self._prepare_event(transform, record)  # _prepare's first step, inline
+            return self._prepare(pipe, record)
         except BadRecordError as e:
             e.at(RecordRef(topic, partition, offset))
             raise

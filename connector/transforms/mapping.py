@@ -197,12 +197,19 @@ class _Builder:
                 }
             else:
                 attrs = {rename.get(k, k): v for k, v in src.items() if k not in excl}
-        elif type(src) is dict and not (skip and None in src.values()):
-            # Nothing to filter by value: a C-level copy, then the few excluded keys removed
-            # (deleting keeps the order of the rest). A dict subclass takes the general way.
+        elif type(src) is dict:
+            # A C-level copy, then the few excluded keys (and, when skipping nulls, the keys of
+            # nulls) removed: deleting keeps the order of the rest, so the result is the
+            # comprehension's below. A dict subclass takes the general way.
             attrs = src.copy()
-            for k in self._excluded:
-                attrs.pop(k, None)
+            excl = self._excluded
+            if skip and None in src.values():
+                for k, v in src.items():
+                    if v is None or k in excl:
+                        del attrs[k]
+            else:
+                for k in excl:
+                    attrs.pop(k, None)
         else:
             excl = self._excluded
             if skip:
