@@ -384,7 +384,15 @@ class ElementValidator:
             if ids is not None:
                 self._identifier_keys.check("user_identifiers", ids)
             if "customer_id" in el:
-                self._customer_id("event", el["customer_id"])
+                cid = el["customer_id"]
+                # _customer_id's checks; any doubt and it decides (and names the problem).
+                if not (
+                    type(cid) is str
+                    and cid.isprintable()
+                    and len(stripped := cid.strip()) >= self._min_len
+                    and stripped.lower() not in self._disallowed
+                ):
+                    self._customer_id("event", cid)
             elif not ids or all(v in (None, "") for v in ids.values()):
                 hint = "give customer_id or a non-empty user_identifiers object (Bulk Import API)"
                 raise _fail("customer_id.missing", "event", what=hint)
@@ -399,9 +407,15 @@ class ElementValidator:
             attrs = a["attributes"]
             if not attrs.keys() <= self._event_keys._known:  # _KnownKeys.check, inline
                 self._event_keys.check("actions[0].attributes", attrs)
-            _action_fields(0, a)
+            if not _plain_action_fields(a):
+                _action_fields(0, a)
             if "current_time" in a:
-                self._event_time(0, "current_time", a)
+                value = a["current_time"]
+                seconds = _utc_seconds(value) if type(value) is str else None
+                if seconds is None or not (
+                    self._earliest <= seconds <= self._clock() + self._max_future
+                ):
+                    self._event_time(0, "current_time", a)
             if "user_time" in a:
                 self._event_time(0, "user_time", a)
         except ValidationError:
@@ -688,6 +702,25 @@ def _check_device_id(kind: str, el: Element) -> None:
         bad = _control_character(device_id)
         if bad is not None:
             raise _fail("device_id.control_character", kind, "device_id", device_id, bad)
+
+
+def _plain_action_fields(a: dict[str, Any]) -> bool:
+    """Whether ``_action_fields`` has nothing to say about ``a`` but a platform's spelling
+    (set here): a known platform, a string ``app_version``, an int offset in range."""
+    if "platform" in a:
+        platform = a["platform"]
+        canon = _EVENT_PLATFORM_LOOKUP.get(platform) if type(platform) is str else None
+        if canon is None:
+            return False
+        if canon is not platform:
+            a["platform"] = canon
+    if "app_version" in a and type(a["app_version"]) is not str:
+        return False
+    if "user_timezone_offset" in a:
+        offset = a["user_timezone_offset"]
+        if type(offset) is not int or not -54000 <= offset <= 54000:
+            return False
+    return True
 
 
 def _action_fields(i: int, a: dict[str, Any]) -> None:

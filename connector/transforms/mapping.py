@@ -111,6 +111,8 @@ class _Builder:
         self._constants = dict(attrs.constants)
         self._skip_nulls = attrs.skip_nulls
         self._added = bool(self._fields or self._flatten)
+        # Attributes that are the copied keys alone: _attributes is _copied (or {}).
+        self._bare = not self._added and not self._constants
 
     def build(self, record: Record) -> Element:
         raise NotImplementedError
@@ -293,7 +295,19 @@ class _EventBuilder(_Builder):
     def build(self, record: Record) -> Element:
         value = record.value
         get = value.get if isinstance(value, dict) else _NOTHING.get
-        cid, ids = self._identity(record, get)
+        slot = self._customer_id
+        if slot is not None and slot[2] is None and not self._identifiers:
+            # _identity for a plain customer_id field alone, inline
+            cid = get(slot[0])  # type: ignore[arg-type]
+            if cid is None:
+                cid = slot[1]
+            if type(cid) is int:
+                cid = str(cid)
+            ids = None
+            if cid is None:
+                self._identity(record, get)  # raises mapping.missing_field
+        else:
+            cid, ids = self._identity(record, get)
         element: Element = {"type": "event"}
         if cid is not None:
             element["customer_id"] = cid
@@ -315,7 +329,12 @@ class _EventBuilder(_Builder):
                 f"event mapping: action field {self._action_path!r} is missing or null",
                 rule="mapping.missing_field",
             )
-        action: dict[str, Any] = {"action": name, "attributes": self._attributes(record, value)}
+        attrs = (
+            (self._copied(value) if self._copies else {})
+            if self._bare
+            else self._attributes(record, value)
+        )
+        action: dict[str, Any] = {"action": name, "attributes": attrs}
         for key, field, default, getter in self._optional:  # _read, inline
             if getter is not None:
                 found = getter(record)
