@@ -15,6 +15,8 @@ level, leaving out the fields used for identity, action, times, ...), then ``fla
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import compress, repeat
+from operator import is_
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from connector.errors import BadRecordError, ConfigError, TransformError, unexpected
@@ -204,14 +206,12 @@ class _Builder:
             # nulls) removed: deleting keeps the order of the rest, so the result is the
             # comprehension's below. A dict subclass takes the general way.
             attrs = src.copy()
-            excl = self._excluded
             if skip and None in src.values():
-                for k, v in src.items():
-                    if v is None or k in excl:
-                        del attrs[k]
-            else:
-                for k in excl:
-                    attrs.pop(k, None)
+                # the keys of nulls, picked in C: only they reach the loop's body
+                for k in compress(src, map(is_, src.values(), repeat(None))):
+                    del attrs[k]
+            for k in self._excluded:
+                attrs.pop(k, None)
         else:
             excl = self._excluded
             if skip:
