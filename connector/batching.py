@@ -354,7 +354,7 @@ class Batcher:
         merging = element is not None and self._merging
         if merging:
             if customer in cur.latest:
-                if self._merge(cur, encoded, slot, cost, customer, element):  # type: ignore[arg-type]
+                if self._merge(cur, encoded, slot, cost, customer=customer, element=element):  # type: ignore[arg-type]
                     return None
             elif self._backlog and customer:
                 home = self._home.get(customer)
@@ -362,7 +362,7 @@ class Batcher:
                     home is not None
                     and not home.sealed
                     and is_profile(element)  # type: ignore[arg-type]
-                    and self._merge(home, encoded, slot, cost, customer, element)  # type: ignore[arg-type]
+                    and self._merge(home, encoded, slot, cost, customer=customer, element=element)  # type: ignore[arg-type]
                 ):
                     self.merged_backlog += 1
                     return None
@@ -409,6 +409,7 @@ class Batcher:
         encoded: bytes,
         slot: Slot,
         cost: Cost,
+        *,
         customer: str,
         element: dict[str, Any],
     ) -> bool:

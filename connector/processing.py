@@ -76,7 +76,7 @@ def _record(msg: Message, topic: str, partition: int, offset: int, value: Any) -
     ts_type, ts = msg.timestamp()
     headers = msg.headers()
     # Record(...) without its generated Python __new__: the same tuple, one call fewer.
-    return _new_tuple(  # type: ignore[no-any-return]
+    return _new_tuple(
         Record,
         (
             topic,

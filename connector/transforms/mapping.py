@@ -291,6 +291,11 @@ class _EventBuilder(_Builder):
             for name in _ACTION_FIELDS
             if (vs := getattr(spec, name)) is not None
         )
+        # Every optional field a plain top-level field without a default: (key, field) pairs.
+        plain = all(getter is None and default is None for _, _, default, getter in self._optional)
+        self._plain_optional = (
+            tuple((key, field) for key, field, _, _ in self._optional) if plain else None
+        )
 
     def build(self, record: Record) -> Element:
         value = record.value
@@ -335,15 +340,21 @@ class _EventBuilder(_Builder):
             else self._attributes(record, value)
         )
         action: dict[str, Any] = {"action": name, "attributes": attrs}
-        for key, field, default, getter in self._optional:  # _read, inline
-            if getter is not None:
-                found = getter(record)
-            else:
+        if self._plain_optional is not None:
+            for key, field in self._plain_optional:
                 found = get(field)  # type: ignore[arg-type]
-                if found is None:
-                    found = default
-            if found is not None:
-                action[key] = found
+                if found is not None:
+                    action[key] = found
+        else:
+            for key, field, default, getter in self._optional:  # _read, inline
+                if getter is not None:
+                    found = getter(record)
+                else:
+                    found = get(field)  # type: ignore[arg-type]
+                    if found is None:
+                        found = default
+                if found is not None:
+                    action[key] = found
         element["actions"] = [action]
         return element
 
