@@ -3,9 +3,11 @@
 Each ``ElementSpec`` of a topic yields at most one element per record (none when its ``when`` is
 false). Everything is compiled once, in ``__init__``: paths into steps (``paths``), values into
 getters with their operations (``ops``), ``when`` into a predicate (``filters``), ``then`` into
-the imported function. A plain top-level field is a ``Slot`` read inline with the record value's
-own ``dict.get`` (most mappings name only top-level fields). Per record the work is a few dict
-lookups and one copy or comprehension for the attributes, plus what the spec adds.
+the imported function (both wrapped by ``guarded``). A plain top-level field is a ``Slot`` read
+inline with the record value's own ``dict.get`` (most mappings name only top-level fields). Per
+record the work is a few dict lookups and one copy or comprehension for the attributes, plus
+what the spec adds. A mapping of one element without ``when`` or ``then`` exposes that element's
+builder (``single``), so the record processor can prepare its output in one pass.
 
 Attributes, later keys winning: the keys copied from the ``from`` object (or the record's top
 level, leaving out the fields used for identity, action, times, ...), then ``flatten``, then
@@ -19,13 +21,12 @@ from itertools import compress, repeat
 from operator import is_
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from connector.errors import BadRecordError, ConfigError, TransformError, unexpected
+from connector.errors import ConfigError, TransformError
 from connector.mappingspec import ElementSpec, ValueSpec
-from connector.transforms.filters import compile_when
 from connector.transforms.flatten import Flattener
+from connector.transforms.guarded import guarded
 from connector.transforms.ops import Slot, compile_slot, source_names, source_paths
 from connector.transforms.paths import parse_path, walk
-from connector.transforms.registry import import_string
 
 if TYPE_CHECKING:
     from connector.elements import Element
@@ -366,52 +367,6 @@ _BUILDERS: dict[str, type[_Builder]] = {
 }
 
 
-def _guarded(build: Callable[[Record], Any], spec: ElementSpec, key_path: str) -> Any:
-    """``build`` behind the spec's ``when`` and followed by its ``then``, when it has them."""
-    if spec.when is not None:
-        test = compile_when(spec.when, f"{key_path}.when")
-        unguarded = build
-
-        def build(record: Record) -> Any:
-            return unguarded(record) if test(record) else None
-
-    if spec.then is not None:
-        name, where = spec.then, f"{key_path}.then"
-        fn = import_string(name, key_path=where)
-        if not callable(fn):
-            raise ConfigError([(where, f"{name} is a {type(fn).__name__}, not a function")])
-        made = build
-
-        def build(record: Record) -> Any:
-            element = made(record)
-            if element is None:
-                return None
-            try:
-                out = fn(element, record)
-            except BadRecordError:
-                raise
-            except Exception as e:
-                raise unexpected(TransformError, "transform.raised", f"'then' {name}", e) from e
-            return _checked(out, name)
-
-    return build
-
-
-def _checked(out: Any, name: str) -> Element | list[Element] | None:
-    """What a ``then`` function returned: an element, a list of them, or None (no element)."""
-    if out is None:
-        return None
-    items = out if isinstance(out, list) else [out]
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
-            raise TransformError(
-                f"'then' {name} returned {type(item).__name__} (item {i}); it must return an "
-                "element dict with a string 'type', a list of them or None",
-                rule="transform.output",
-            )
-    return out  # type: ignore[no-any-return]
-
-
 class MappingTransform:
     """The elements of the ``ElementSpec``s for every record, in the exact MoEngage JSON shape:
     one per spec, none for a spec whose ``when`` is false, what its ``then`` returns.
@@ -430,7 +385,7 @@ class MappingTransform:
         for i, spec in enumerate(specs):
             where = f"{key_path}[{i}]"
             try:
-                builds.append(_guarded(_BUILDERS[spec.type](spec, where).build, spec, where))
+                builds.append(guarded(_BUILDERS[spec.type](spec, where).build, spec, where))
             except ConfigError as e:
                 problems.extend(e.problems)
         if problems:
