@@ -106,6 +106,7 @@ class Connector:
         )
         self._commit_soon = soon is not None
         self.router = BadInputRouter(settings, self.metrics, self._fail)
+        self._dlq_topics = self.router.dlq_topics  # the topics whose records keep their message
         self.budget = Budget(
             m.users_per_minute,
             m.events_per_minute,
@@ -400,16 +401,30 @@ class Connector:
             return None
         consumed = self._consumed
         consumed[key] = consumed.get(key, 0) + 1
-        if self.router.keeps_message(key[0]):
+        if topic in self._dlq_topics:  # self.router.keeps_message(topic)
             slot.msg = msg  # an element MoEngage rejects later is dead-lettered as this record
         try:
-            prepared = self.processor.prepare(msg, key[0], key[1], offset, raw)  # type: ignore[arg-type]
+            prepared = self.processor.prepare(msg, topic, partition, offset, raw)  # type: ignore[arg-type]
         except BadRecordError as e:
             self.router.route(slot, e, msg)
             return None
         except SchemaRegistryError as e:
             return self._after_registry(msg, slot, e, now)
-        return self._admit(msg, slot, prepared, now)
+        # _admit, its common case inline: every name known, nothing to claim.
+        try:
+            new = self.catalogue.admit(prepared)
+        except BadRecordError as e:
+            self.router.route(slot, e.at(message_ref(msg)), msg)
+            return None
+        if new is not None:
+            return self._after_claim(msg, slot, prepared, new, now)
+        if prepared:  # _hand_over
+            self._elements += len(prepared)
+            self.delivery.add_all(prepared, slot, now)
+        else:
+            self._filtered += 1
+        slot.release()
+        return None
 
     async def _after_registry(
         self, msg: Message, slot: Slot, error: SchemaRegistryError, now: float
@@ -491,9 +506,7 @@ class Connector:
         """The record's elements to the delivery lanes; its hold released."""
         if prepared:
             self._elements += len(prepared)
-            add = self.delivery.add
-            for data, cost, customer, element in prepared:
-                add(data, slot, cost, customer, now, element=element)
+            self.delivery.add_all(prepared, slot, now)
         else:
             self._filtered += 1
         slot.release()

@@ -30,7 +30,7 @@ from typing import Any, Final, Protocol
 import orjson
 
 from connector.errors import ValidationError
-from connector.merging import Coalesce, is_profile, merge_event, merge_profile
+from connector.merging import PROFILE_SAME, Coalesce, is_profile, merge_event, merge_profile
 from connector.offsets import Slot
 
 PREFIX = b'{"type":"transition","elements":['
@@ -311,6 +311,8 @@ class Batcher:
         self.max_bytes = max_bytes
         self.limits = limits
         self.coalesce = coalesce
+        self._merging = coalesce != "off"
+        self._backlog = coalesce == "backlog"
         self.current = Batch()
         self.coalesced_events = 0
         self.coalesced_updates = 0  # customer updates and devices, in any batch
@@ -349,45 +351,48 @@ class Batcher:
     ) -> Batch | None:
         """Add one element (already checked to fit alone). Returns the batch it closed, if any."""
         cur = self.current
-        if element is not None and self.coalesce != "off":
+        merging = element is not None and self._merging
+        if merging:
             if customer in cur.latest:
-                if self._merge(cur, encoded, slot, cost, customer=customer, element=element):
+                if self._merge(cur, encoded, slot, cost, customer=customer, element=element):  # type: ignore[arg-type]
                     return None
-            elif self.coalesce == "backlog" and customer:
+            elif self._backlog and customer:
                 home = self._home.get(customer)
                 if (
                     home is not None
                     and not home.sealed
-                    and is_profile(element)
-                    and self._merge(home, encoded, slot, cost, customer=customer, element=element)
+                    and is_profile(element)  # type: ignore[arg-type]
+                    and self._merge(home, encoded, slot, cost, customer=customer, element=element)  # type: ignore[arg-type]
                 ):
                     self.merged_backlog += 1
                     return None
         closed = None
         users, events = cost.users, cost.events
+        size = len(encoded)
         index = len(cur.parts)
         if index and (
-            cur.size + len(encoded) + 1 > self.max_bytes or self._over_cost(cur, users, events)
+            cur.size + size + 1 > self.max_bytes
+            or (self.limits is not None and self._over_cost(cur, users, events))
         ):
             closed = cur
             cur = self.current = Batch()
             index = 0
-        cur.size += len(encoded) + 1 if index else len(encoded)
+        cur.size += size + 1 if index else size
         cur.parts.append(encoded)
         kind = element.get("type") if element is not None else "unknown"
-        cur.kinds.append(str(kind))
+        cur.kinds.append(kind if type(kind) is str else str(kind))
         cur.part_users.append(users)
         cur.part_events.append(events)
         cur.slots.append(slot)
         cur.slot_part.append(index)
         cur.latest[customer] = index
-        if element is not None and self.coalesce != "off" and is_profile(element):
-            cur.updates[index] = element
-        if self.coalesce == "backlog" and customer:
+        if merging and kind in PROFILE_SAME:  # is_profile(element)
+            cur.updates[index] = element  # type: ignore[assignment]
+        if self._backlog and customer:
             self._home[customer] = cur
         cur.users += users
         cur.events += events
-        slot.add_element()
+        slot.remaining += 1  # slot.add_element()
         return closed
 
     def seal(self, batch: Batch) -> None:
@@ -436,7 +441,7 @@ class Batcher:
             self.coalesced_updates += 1
         else:
             self.coalesced_events += 1
-        slot.add_element()
+        slot.remaining += 1  # slot.add_element()
         return True
 
     def flush(self) -> Batch | None:

@@ -28,6 +28,7 @@ class Checkpoint:
 
     def __init__(self, source: KafkaSource, metrics: Metrics) -> None:
         self.ledger = OffsetLedger()
+        self._partitions = self.ledger.partitions  # the same dict for the ledger's life
         self._source = source
         self._metrics = metrics
         self._lock = asyncio.Lock()  # one commit at a time, whoever asks
@@ -40,8 +41,8 @@ class Checkpoint:
     def track(self, key: TopicPartitionKey, offset: int, size: int, fetched_at: int) -> Slot | None:
         """A slot for a consumed record fetched at epoch ``fetched_at``; None when its partition
         is not this instance's any more, or was assigned to it anew since the fetch."""
-        tracker = self.ledger.tracker_for(key, fetched_at)
-        if tracker is None:
+        tracker = self._partitions.get(key)  # ledger.tracker_for(key, fetched_at), inline
+        if tracker is None or tracker.epoch > fetched_at:
             return None
         return tracker.track(offset, size)
 

@@ -24,12 +24,15 @@ import math
 import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from itertools import product
 from typing import Any, Final
 
 from connector.config import ValidationSettings
 from connector.errors import ValidationError
+from connector.eventtime import describe_seconds as _describe_seconds
+from connector.eventtime import parse_time as _parse_time
+from connector.eventtime import utc_seconds as _utc_seconds
 
 Element = dict[str, Any]
 
@@ -71,12 +74,6 @@ _PLATFORM_LOOKUP: Final = {**{p: p for p in PLATFORMS}, **{p.lower(): p for p in
 _EVENT_PLATFORM_LOOKUP: Final = {**_PLATFORM_LOOKUP, "unknown": "unknown"}
 
 TIMEZONE_OFFSET_RANGE: Final = (-54000, 54000)  # seconds, seed 001
-# Epoch magnitudes: below 1e11 seconds (up to the year 5138), from 1e11 milliseconds (1973-03-03
-# onwards), from 1e14 microseconds (1973-03-03 onwards). A nanosecond epoch reads as microseconds
-# and lands tens of thousands of years ahead, outside the window: bad input, not a wrong date.
-_MS_THRESHOLD: Final = 100_000_000_000
-_US_THRESHOLD: Final = 100_000_000_000_000
-_MAX_EPOCH_DIGITS: Final = 30  # longer digit strings are no time (and int() would refuse them)
 # C0, DEL and C1 control characters: never part of an id or a name.
 _CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
 _MAX_SHOWN: Final = 64
@@ -135,94 +132,6 @@ def _short(value: object) -> str:
     return r if len(r) <= _MAX_SHOWN else r[: _MAX_SHOWN - 3] + "..."
 
 
-def _epoch(n: int) -> int:
-    if n >= _US_THRESHOLD:
-        return n // 1_000_000
-    return n // 1000 if n >= _MS_THRESHOLD else n
-
-
-def _parse_time(value: object) -> tuple[int | str, datetime | None] | None:
-    """``(the normalised time, its ISO 8601 datetime or None for an epoch)``, or None when
-    ``value`` is not a time MoEngage accepts."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return _epoch(value), None
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        if value >= _US_THRESHOLD:
-            value /= 1_000_000
-        elif value >= _MS_THRESHOLD:
-            value /= 1000
-        return math.floor(value), None
-    if isinstance(value, str):
-        stripped = value.strip()
-        # A number never holds ':' (ISO 8601 times do): skip the float() that would raise.
-        if stripped.isascii() and ":" not in stripped:
-            if stripped.isdigit():
-                if len(stripped) > _MAX_EPOCH_DIGITS:
-                    return None
-                return _epoch(int(stripped)), None
-            if "_" not in stripped:
-                try:
-                    number = float(stripped)
-                except ValueError:
-                    pass
-                else:
-                    return _parse_time(number)
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        return value, parsed
-    return None
-
-
-_UTC_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MINUTE_US: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:" -> microseconds since the epoch (bounded)
-_SECOND_US: Final = {f"{s:02d}": s * 1_000_000 for s in range(60)}  # "SS" -> microseconds
-
-
-def _utc_seconds(value: str) -> float | None:
-    """``datetime.fromisoformat(value).timestamp()`` for the one form the Avro decoder writes,
-    ``YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z``, from its minute's cached start; None for any other
-    text (``_parse_time`` reads that). The same float: whole microseconds over 10^6, as
-    ``timestamp()`` computes it. Only ASCII digits match, as ``fromisoformat`` reads."""
-    minute = _MINUTE_US.get(value[:17])
-    if minute is None:
-        minute = _minute_us(value[:17])
-        if minute is None:
-            return None
-    second = _SECOND_US.get(value[17:19])
-    if second is None:
-        return None
-    n = len(value)
-    if n == 20:
-        return (minute + second) / 1_000_000 if value[19] == "Z" else None
-    if n in (24, 27) and value[19] == "." and value[-1] == "Z":
-        frac = value[20:-1]
-        if frac.isascii() and frac.isdigit():
-            return (minute + second + int(frac) * (1000 if n == 24 else 1)) / 1_000_000
-    return None
-
-
-def _minute_us(prefix: str) -> int | None:
-    """The start of a ``YYYY-MM-DDTHH:MM:`` minute in microseconds, cached; None if it is no
-    valid minute in exactly that form."""
-    digits = prefix[:4] + prefix[5:7] + prefix[8:10] + prefix[11:13] + prefix[14:16]
-    if prefix[4::3] != "--T::" or not digits.isdigit():  # positions 4, 7, 10, 13, 16
-        return None
-    try:
-        start = datetime.fromisoformat(prefix + "00+00:00")
-    except ValueError:
-        return None
-    if len(_MINUTE_US) >= 4096:
-        _MINUTE_US.clear()
-    us = _MINUTE_US[prefix] = (start - _UTC_EPOCH) // timedelta(microseconds=1)
-    return us
-
-
 def _time_or_none(value: object) -> int | str | None:
     """The normalised time, or None when ``value`` is not a time MoEngage accepts."""
     parsed = _parse_time(value)
@@ -241,14 +150,6 @@ def normalise_time(value: object) -> int | str:
     if result is None:
         raise _fail("time.format", "", "time", value)
     return result
-
-
-def _describe_seconds(seconds: float) -> str:
-    """An epoch in seconds as ISO 8601 UTC when a datetime can hold it, else as a number."""
-    try:
-        return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
-    except (OverflowError, ValueError, OSError):
-        return "before the year 1" if seconds < 0 else "after the year 9999"
 
 
 def _control_character(text: str) -> str | None:
@@ -371,6 +272,59 @@ class ElementValidator:
             what = f"{type(e).__name__}: {_short(str(e))}"
             raise _fail("element.invalid", str(kind), "element", what=what) from e
         return element
+
+    def validate_mapped_event(self, el: Element) -> Element:
+        """:meth:`validate` for an event that a mapping of one element (no ``when``, no
+        ``then``) built: by construction a dict of type ``event`` with no null at its top level
+        or in its one action, ``user_identifiers`` (if any) a dict, ``actions`` a list of one
+        dict whose ``action`` is set and whose ``attributes`` is a dict. So the shape checks
+        are decided already; the checks of values run in :meth:`validate`'s order, with the
+        same errors."""
+        try:
+            ids = el.get("user_identifiers")
+            if ids is not None:
+                self._identifier_keys.check("user_identifiers", ids)
+            if "customer_id" in el:
+                cid = el["customer_id"]
+                # _customer_id's checks; any doubt and it decides (and names the problem).
+                if not (
+                    type(cid) is str
+                    and cid.isprintable()
+                    and len(stripped := cid.strip()) >= self._min_len
+                    and stripped.lower() not in self._disallowed
+                ):
+                    self._customer_id("event", cid)
+            elif not ids or all(v in (None, "") for v in ids.values()):
+                hint = "give customer_id or a non-empty user_identifiers object (Bulk Import API)"
+                raise _fail("customer_id.missing", "event", what=hint)
+            if "device_id" in el:
+                _check_device_id("event", el)
+            a = el["actions"][0]
+            name = a["action"]
+            if not isinstance(name, str):
+                raise _fail("field.type", "event", "actions[0].action", name, "a string")
+            if name not in self._good_actions:
+                self._action_name("actions[0]", name)
+            attrs = a["attributes"]
+            if not attrs.keys() <= self._event_keys._known:  # _KnownKeys.check, inline
+                self._event_keys.check("actions[0].attributes", attrs)
+            if not _plain_action_fields(a):
+                _action_fields(0, a)
+            if "current_time" in a:
+                value = a["current_time"]
+                seconds = _utc_seconds(value) if type(value) is str else None
+                if seconds is None or not (
+                    self._earliest <= seconds <= self._clock() + self._max_future
+                ):
+                    self._event_time(0, "current_time", a)
+            if "user_time" in a:
+                self._event_time(0, "user_time", a)
+        except ValidationError:
+            raise
+        except Exception as e:  # e.g. a value whose comparison raises: still only this record
+            what = f"{type(e).__name__}: {_short(str(e))}"
+            raise _fail("element.invalid", "event", "element", what=what) from e
+        return el
 
     def customer_key(self, element: Element) -> str:
         """``customer_key`` with this validator's identifier keys."""
@@ -649,6 +603,25 @@ def _check_device_id(kind: str, el: Element) -> None:
         bad = _control_character(device_id)
         if bad is not None:
             raise _fail("device_id.control_character", kind, "device_id", device_id, bad)
+
+
+def _plain_action_fields(a: dict[str, Any]) -> bool:
+    """Whether ``_action_fields`` has nothing to say about ``a`` but a platform's spelling
+    (set here): a known platform, a string ``app_version``, an int offset in range."""
+    if "platform" in a:
+        platform = a["platform"]
+        canon = _EVENT_PLATFORM_LOOKUP.get(platform) if type(platform) is str else None
+        if canon is None:
+            return False
+        if canon is not platform:
+            a["platform"] = canon
+    if "app_version" in a and type(a["app_version"]) is not str:
+        return False
+    if "user_timezone_offset" in a:
+        offset = a["user_timezone_offset"]
+        if type(offset) is not int or not -54000 <= offset <= 54000:
+            return False
+    return True
 
 
 def _action_fields(i: int, a: dict[str, Any]) -> None:

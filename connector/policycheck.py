@@ -101,6 +101,7 @@ class Preflight:
         self._lines = 0
         self._suppressed = 0
         self._settings = settings
+        self.short_names = _ShortNames()  # shared by every topic: a name's length is the same
         self._checks = {
             t: _TopicCheck(t, settings.rules_for(t), settings, self).check for t in topics
         }
@@ -165,15 +166,17 @@ class _TopicCheck:
         self.sep = settings.flatten_separator
         self.period_to = settings.period_replacement
         self.owner = owner
+        self.short_names = owner.short_names
 
     # ----- the hot path -------------------------------------------------------------------------
 
     def check(self, element: Element) -> None:
         kind = element["type"]
         renamed = False
+        clean = self.short_names.clean
         if kind == "customer":
             attrs = element.get("attributes")
-            if attrs and not _clean(attrs):
+            if attrs and not clean(attrs):
                 renamed = self._attributes(attrs, "customer", "attributes")
         elif kind == "event":
             actions = element["actions"]
@@ -182,7 +185,7 @@ class _TopicCheck:
                 if len(name) > MAX_NAME_LENGTH or "." in name:
                     renamed |= self._event_name(action, _index(actions, action))
                 attrs = action.get("attributes")
-                if attrs and not _clean(attrs):
+                if attrs and not clean(attrs):
                     where = f"actions[{_index(actions, action)}].attributes"
                     renamed |= self._attributes(attrs, "event", where)
         if renamed:  # new names (flattened, truncated) must pass validation's name rules too
@@ -340,6 +343,47 @@ class _TopicCheck:
 
 def _index(items: list[Any], item: object) -> int:
     return next(i for i, x in enumerate(items) if x is item)
+
+
+_MAX_SHORT_NAMES: Final = 4096
+
+
+class _ShortNames:
+    """Names known to be within ``MAX_NAME_LENGTH`` (they passed once), so a dictionary whose
+    names are all known needs only its values looked at. Bounded like the validator's known
+    names: past ``_MAX_SHORT_NAMES`` the set starts afresh."""
+
+    __slots__ = ("_known",)
+
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+
+    def clean(self, attrs: dict[str, Any]) -> bool:
+        """``_clean(attrs)``."""
+        known = self._known
+        if attrs.keys() <= known:
+            return _clean_values(attrs)
+        if not _clean(attrs):
+            return False
+        if len(known) >= _MAX_SHORT_NAMES:
+            known.clear()
+        known.update(attrs)
+        return True
+
+
+def _clean_values(attrs: dict[str, Any]) -> bool:
+    """``_clean`` for a dictionary whose names are all short: its values only."""
+    for value in attrs.values():
+        t = type(value)
+        if t is str:
+            if len(value) > MAX_VALUE_LENGTH:
+                return False
+        elif t is float:
+            if value - value != 0.0:  # NaN or ±Infinity
+                return False
+        elif t is not int and t is not bool and value is not None:
+            return False
+    return True
 
 
 def _clean(attrs: dict[str, Any]) -> bool:

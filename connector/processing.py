@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 import structlog
 from confluent_kafka import Message
 
@@ -33,9 +34,10 @@ from connector.errors import (
     ValidationError,
     unexpected,
 )
+from connector.policy import MAX_NAME_LENGTH
 from connector.policycheck import Counter, Preflight
 from connector.source.decoding import Decoder, SchemaLookup, make_decoder
-from connector.transforms import Record, identifier_keys, load_transform
+from connector.transforms import MappingCompiled, Record, identifier_keys, load_transform
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +51,9 @@ REGISTRY_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
 # Costs are immutable: the common ones are shared instead of built per element.
 _ONE_USER = Cost(users=1)
 _EVENT_COSTS = tuple(Cost(events=n) for n in range(33))
+_N_EVENT_COSTS = len(_EVENT_COSTS)
+_dumps = orjson.dumps
+_new_tuple = tuple.__new__
 
 
 def element_cost(element: Element, device_users: int = 1) -> Cost:
@@ -70,14 +75,18 @@ def record_from_message(msg: Message, value: Any) -> Record:
 def _record(msg: Message, topic: str, partition: int, offset: int, value: Any) -> Record:
     ts_type, ts = msg.timestamp()
     headers = msg.headers()
-    return Record(
-        topic,
-        partition,
-        offset,
-        msg.key(),
-        value,
-        tuple(cast(list[tuple[str, bytes | None]], headers)) if headers else (),
-        ts if ts_type else None,
+    # Record(...) without its generated Python __new__: the same tuple, one call fewer.
+    return _new_tuple(
+        Record,
+        (
+            topic,
+            partition,
+            offset,
+            msg.key(),
+            value,
+            tuple(cast(list[tuple[str, bytes | None]], headers)) if headers else (),
+            ts if ts_type else None,
+        ),
     )
 
 
@@ -160,8 +169,17 @@ class RecordProcessor:
         (the run loop: each read of a ``Message`` field builds a new Python object)."""
         pipe = self.pipelines[topic]
         try:
-            value = self._decode(pipe, raw)
-            return self._prepare(pipe, _record(msg, topic, partition, offset, value))
+            try:  # self._decode(pipe, raw), inline
+                value = pipe.decoder(raw)
+            except (BadRecordError, SchemaRegistryError):
+                raise
+            except Exception as e:  # no record may crash the connector: it is bad input
+                raise unexpected(DecodeError, "decode.unexpected", "the decoder", e) from e
+            record = _record(msg, topic, partition, offset, value)
+            transform = pipe.transform
+            if type(transform) is MappingCompiled and transform.single_kind == "event":
+                return self._prepare_event(transform, record)  # _prepare's first step, inline
+            return self._prepare(pipe, record)
         except BadRecordError as e:
             e.at(RecordRef(topic, partition, offset))
             raise
@@ -200,20 +218,42 @@ class RecordProcessor:
 
     def _prepare(self, pipe: TopicPipeline, record: Record) -> list[Prepared]:
         """Transform, validate, policy, encode, size, cost: each element is touched once per
-        step."""
-        validate, customer_key = self.validator.validate, self.validator.customer_key
+        step. The common cases of ``encode``, ``element_cost`` and ``customer_key`` are done
+        inline (the same results; anything else takes those functions)."""
+        transform = pipe.transform
+        if type(transform) is MappingCompiled and transform.single_kind == "event":
+            return self._prepare_event(transform, record)
+        validate = self.validator.validate
         police = self._preflight.checker(record.topic)
-        limit, device_cost = self._max_element_bytes, self._device_cost
+        limit = self._max_element_bytes
         out: list[Prepared] = []
-        for produced in pipe.transform(record):
+        for produced in transform(record):
             try:
                 element = validate(produced)
                 police(element)
-                data = encode(element)
+                try:
+                    data: bytes | None = _dumps(element)
+                except Exception:  # noqa: BLE001 -- encode() below names the problem
+                    data = None
+                # orjson writes NaN and ±Infinity as null: only then does encode() look closer.
+                if data is None or data.find(b"null") >= 0:
+                    data = encode(element)
+                else:
+                    data = bytes(memoryview(data))  # see encode(): not orjson's 4 KiB buffer
                 if len(data) > limit:
                     too_large = ElementTooLarge(len(data), self._max_request_bytes)
                     raise ValidationError(str(too_large), rule="element.too_large")
-                cost, customer = element_cost(element, device_cost), customer_key(element)
+                kind = element["type"]
+                if kind == "event":
+                    n = len(element["actions"])  # validated: a non-empty list
+                    cost = _EVENT_COSTS[n] if n < _N_EVENT_COSTS else Cost(events=n)
+                elif kind == "device" and self._device_cost != 1:
+                    cost = Cost(users=self._device_cost)
+                else:
+                    cost = _ONE_USER
+                customer = element.get("customer_id")
+                if type(customer) is not str:
+                    customer = self.validator.customer_key(element)
                 out.append((data, cost, customer, element))
             except BadRecordError:
                 raise
@@ -222,3 +262,42 @@ class RecordProcessor:
                     ValidationError, "element.unexpected", "validating or encoding an element", e
                 ) from e
         return out
+
+    def _prepare_event(self, transform: MappingCompiled, record: Record) -> list[Prepared]:
+        """:meth:`_prepare` for a topic whose mapping makes one event per record, in one pass:
+        what the mapping guarantees is not checked again (``validate_mapped_event``), and the
+        data-tracking policy is applied only when it has something to do (a long or dotted event
+        name, attributes that are not all short plain values, identifiers), as
+        ``Preflight``'s check decides it. Then the event's floats are all in its attributes and
+        finite, so orjson's output needs no search for the ``null`` of a NaN (``encode``)."""
+        element = transform.one(record)
+        try:
+            element = self.validator.validate_mapped_event(element)
+            action = element["actions"][0]
+            name, attrs = action["action"], action["attributes"]
+            if (
+                len(name) > MAX_NAME_LENGTH
+                or "." in name
+                or (attrs and not self._preflight.short_names.clean(attrs))
+                or "user_identifiers" in element
+            ):
+                self._preflight.checker(record.topic)(element)
+                data = encode(element)
+            else:
+                try:
+                    data = bytes(memoryview(_dumps(element)))
+                except Exception:  # noqa: BLE001 -- encode() names the problem
+                    data = encode(element)
+            if len(data) > self._max_element_bytes:
+                too_large = ElementTooLarge(len(data), self._max_request_bytes)
+                raise ValidationError(str(too_large), rule="element.too_large")
+            customer = element.get("customer_id")
+            if type(customer) is not str:
+                customer = self.validator.customer_key(element)
+            return [(data, _EVENT_COSTS[1], customer, element)]
+        except BadRecordError:
+            raise
+        except Exception as e:  # junk that slipped past the rules: bad input, never a crash
+            raise unexpected(
+                ValidationError, "element.unexpected", "validating or encoding an element", e
+            ) from e

@@ -105,15 +105,21 @@ class Budget:
     # of 400 and requests of 86 events use only 344 a window); an eighth loses at most a few %.
     REQUEST_PART = 8
 
+    # request_users/request_events are read for every element batched: max_users/max_events
+    # and _effective, inline.
     @property
     def request_users(self) -> int | None:
-        mu = self.max_users
-        return None if mu is None else max(1, mu // self.REQUEST_PART)
+        limit = self.users_limit
+        if limit is None:
+            return None
+        return max(1, max(1, math.floor(limit * self.share * self.factor)) // self.REQUEST_PART)
 
     @property
     def request_events(self) -> int | None:
-        me = self.max_events
-        return None if me is None else max(1, me // self.REQUEST_PART)
+        limit = self.events_limit
+        if limit is None:
+            return None
+        return max(1, max(1, math.floor(limit * self.share * self.factor)) // self.REQUEST_PART)
 
     def set_share(self, share: float, now: float) -> None:
         if share > 0 and share != self.share:  # owning nothing sends nothing: keep the last one

@@ -136,6 +136,15 @@ class CatalogueGuard:
     def admit(self, prepared: list[Prepared]) -> Names | None:
         """None when the record's names are all known; the names to claim otherwise. Raises
         ``CatalogueError`` when a needed kind is full already."""
+        # The common case, inline: one event whose name and attributes are all held.
+        if len(prepared) == 1:
+            el = prepared[0][3]
+            if el["type"] == "event" and len(actions := el["actions"]) == 1:
+                held = self.catalogue.events.get(actions[0]["action"])
+                if held is not None:
+                    attrs = actions[0].get("attributes")
+                    if not attrs or held.issuperset(attrs):
+                        return None
         catalogue = self.catalogue
         if self._all_known(prepared):
             return None

@@ -168,6 +168,23 @@ class Delivery:
         elif not was_open and lane.batcher.current.parts:  # not merged into a waiting batch
             lane.opened_at = now
 
+    def add_all(
+        self, prepared: list[tuple[bytes, Cost, str, dict[str, Any]]], slot: Slot, now: float
+    ) -> None:
+        """:meth:`add` for each of one record's prepared elements, in order."""
+        lanes = self.lanes
+        n = len(lanes)
+        for encoded, cost, customer, element in prepared:
+            lane = lanes[hash(customer) % n]
+            batcher = lane.batcher
+            was_open = bool(batcher.current.parts)
+            closed = batcher.add(encoded, slot, cost, customer, element=element)
+            if closed is not None:
+                lane.opened_at = now
+                self._enqueue(lane, closed)
+            elif not was_open and batcher.current.parts:  # not merged into a waiting batch
+                lane.opened_at = now
+
     def flush_lingering(self, now: float, linger: float) -> None:
         for lane in self.lanes:
             if lane.opened_at is not None and now >= lane.opened_at + linger:

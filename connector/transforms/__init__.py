@@ -22,6 +22,7 @@ from connector.transforms.registry import resolve
 __all__ = [
     "CompiledTransform",
     "Element",
+    "MappingCompiled",
     "MappingTransform",
     "Record",
     "Transform",
@@ -115,10 +116,30 @@ class MappingCompiled(CompiledTransform):
     construction, so it is returned as it is (the checks above are for user code); what the
     mapping raises is still a ``TransformError``."""
 
-    __slots__ = ()
+    __slots__ = ("_single", "single_kind")
+
+    def __init__(self, name: str, fn: MappingTransform) -> None:
+        super().__init__(name, fn)
+        self._single = fn.single
+        # The type of the one element every record makes (a mapping of one element without
+        # 'when' or 'then'), else None: then :meth:`one` is the transform.
+        self.single_kind = fn.single_kind
+
+    def one(self, record: Record) -> Element:
+        """The one element of ``record`` (only when ``single_kind`` is set): ``self(record)[0]``
+        without the list."""
+        try:
+            return self._single(record)  # type: ignore[misc,no-any-return]
+        except BadRecordError:
+            raise
+        except Exception as e:
+            raise self._raised(e) from e
 
     def __call__(self, record: Record) -> list[Element]:
         try:
+            single = self._single
+            if single is not None:
+                return [single(record)]
             out: list[Element] = self._fn(record)  # type: ignore[assignment]
         except BadRecordError:
             raise

@@ -3,9 +3,11 @@
 Each ``ElementSpec`` of a topic yields at most one element per record (none when its ``when`` is
 false). Everything is compiled once, in ``__init__``: paths into steps (``paths``), values into
 getters with their operations (``ops``), ``when`` into a predicate (``filters``), ``then`` into
-the imported function. A plain top-level field is a ``Slot`` read inline with the record value's
-own ``dict.get`` (most mappings name only top-level fields). Per record the work is a few dict
-lookups and one copy or comprehension for the attributes, plus what the spec adds.
+the imported function (both wrapped by ``guarded``). A plain top-level field is a ``Slot`` read
+inline with the record value's own ``dict.get`` (most mappings name only top-level fields). Per
+record the work is a few dict lookups and one copy or comprehension for the attributes, plus
+what the spec adds. A mapping of one element without ``when`` or ``then`` exposes that element's
+builder (``single``), so the record processor can prepare its output in one pass.
 
 Attributes, later keys winning: the keys copied from the ``from`` object (or the record's top
 level, leaving out the fields used for identity, action, times, ...), then ``flatten``, then
@@ -15,15 +17,16 @@ level, leaving out the fields used for identity, action, times, ...), then ``fla
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import compress, repeat
+from operator import is_
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from connector.errors import BadRecordError, ConfigError, TransformError, unexpected
+from connector.errors import ConfigError, TransformError
 from connector.mappingspec import ElementSpec, ValueSpec
-from connector.transforms.filters import compile_when
 from connector.transforms.flatten import Flattener
+from connector.transforms.guarded import guarded
 from connector.transforms.ops import Slot, compile_slot, source_names, source_paths
 from connector.transforms.paths import parse_path, walk
-from connector.transforms.registry import import_string
 
 if TYPE_CHECKING:
     from connector.elements import Element
@@ -89,6 +92,8 @@ class _Builder:
         where = f"{key_path}.attributes"
         self._source = None if attrs.source is None else parse_path(attrs.source, f"{where}.from")
         self._source_path = attrs.source
+        steps = self._source or ()
+        self._source_key = steps[0] if len(steps) == 1 and type(steps[0]) is str else None
         self._copies = attrs.copies
         drop = frozenset(attrs.drop)
         self._include = (
@@ -109,6 +114,8 @@ class _Builder:
         self._constants = dict(attrs.constants)
         self._skip_nulls = attrs.skip_nulls
         self._added = bool(self._fields or self._flatten)
+        # Attributes that are the copied keys alone: _attributes is _copied (or {}).
+        self._bare = not self._added and not self._constants
 
     def build(self, record: Record) -> Element:
         raise NotImplementedError
@@ -120,7 +127,13 @@ class _Builder:
         cid = None
         slot = self._customer_id
         if slot is not None:
-            cid = _read(slot, record, get)
+            name, default, getter = slot  # _read(slot, record, get), inline
+            if getter is not None:
+                cid = getter(record)
+            else:
+                cid = get(name)  # type: ignore[arg-type]
+                if cid is None:
+                    cid = default
             if type(cid) is int:  # IDs are strings in MoEngage: ints (not bools) are converted
                 cid = str(cid)
         ids = None
@@ -158,7 +171,11 @@ class _Builder:
         """The keys copied from the ``from`` object or the record's top level."""
         src = value
         if self._source is not None:
-            src = walk(src, self._source)
+            key = self._source_key  # a one-key path: walk(src, self._source), inline
+            if key is not None:
+                src = src.get(key) if isinstance(src, dict) else None
+            else:
+                src = walk(src, self._source)
             if src is None:
                 src = {}
             elif not isinstance(src, dict):
@@ -185,10 +202,15 @@ class _Builder:
                 }
             else:
                 attrs = {rename.get(k, k): v for k, v in src.items() if k not in excl}
-        elif type(src) is dict and not (skip and None in src.values()):
-            # Nothing to filter by value: a C-level copy, then the few excluded keys removed
-            # (deleting keeps the order of the rest). A dict subclass takes the general way.
+        elif type(src) is dict:
+            # A C-level copy, then the few excluded keys (and, when skipping nulls, the keys of
+            # nulls) removed: deleting keeps the order of the rest, so the result is the
+            # comprehension's below. A dict subclass takes the general way.
             attrs = src.copy()
+            if skip and None in src.values():
+                # the keys of nulls, picked in C: only they reach the loop's body
+                for k in compress(src, map(is_, src.values(), repeat(None))):
+                    del attrs[k]
             for k in self._excluded:
                 attrs.pop(k, None)
         else:
@@ -266,15 +288,32 @@ class _EventBuilder(_Builder):
         self._action = compile_slot(spec.action, f"{key_path}.action")
         self._action_path = ", ".join(source_paths(spec.action)) or "(a constant)"
         self._optional = tuple(
-            (name, compile_slot(vs, f"{key_path}.{name}"))
+            (name, *compile_slot(vs, f"{key_path}.{name}"))
             for name in _ACTION_FIELDS
             if (vs := getattr(spec, name)) is not None
+        )
+        # Every optional field a plain top-level field without a default: (key, field) pairs.
+        plain = all(getter is None and default is None for _, _, default, getter in self._optional)
+        self._plain_optional = (
+            tuple((key, field) for key, field, _, _ in self._optional) if plain else None
         )
 
     def build(self, record: Record) -> Element:
         value = record.value
         get = value.get if isinstance(value, dict) else _NOTHING.get
-        cid, ids = self._identity(record, get)
+        slot = self._customer_id
+        if slot is not None and slot[2] is None and not self._identifiers:
+            # _identity for a plain customer_id field alone, inline
+            cid = get(slot[0])  # type: ignore[arg-type]
+            if cid is None:
+                cid = slot[1]
+            if type(cid) is int:
+                cid = str(cid)
+            ids = None
+            if cid is None:
+                self._identity(record, get)  # raises mapping.missing_field
+        else:
+            cid, ids = self._identity(record, get)
         element: Element = {"type": "event"}
         if cid is not None:
             element["customer_id"] = cid
@@ -284,17 +323,39 @@ class _EventBuilder(_Builder):
             device_id = _read(self._device_id, record, get)
             if device_id is not None:
                 element["device_id"] = _as_id(device_id)
-        name = _read(self._action, record, get)
+        field, default, getter = self._action  # _read, inline
+        if getter is not None:
+            name = getter(record)
+        else:
+            name = get(field)  # type: ignore[arg-type]
+            if name is None:
+                name = default
         if name is None:
             raise TransformError(
                 f"event mapping: action field {self._action_path!r} is missing or null",
                 rule="mapping.missing_field",
             )
-        action: dict[str, Any] = {"action": name, "attributes": self._attributes(record, value)}
-        for key, slot in self._optional:
-            found = _read(slot, record, get)
-            if found is not None:
-                action[key] = found
+        attrs = (
+            (self._copied(value) if self._copies else {})
+            if self._bare
+            else self._attributes(record, value)
+        )
+        action: dict[str, Any] = {"action": name, "attributes": attrs}
+        if self._plain_optional is not None:
+            for key, field in self._plain_optional:
+                found = get(field)  # type: ignore[arg-type]
+                if found is not None:
+                    action[key] = found
+        else:
+            for key, field, default, getter in self._optional:  # _read, inline
+                if getter is not None:
+                    found = getter(record)
+                else:
+                    found = get(field)  # type: ignore[arg-type]
+                    if found is None:
+                        found = default
+                if found is not None:
+                    action[key] = found
         element["actions"] = [action]
         return element
 
@@ -306,52 +367,6 @@ _BUILDERS: dict[str, type[_Builder]] = {
 }
 
 
-def _guarded(build: Callable[[Record], Any], spec: ElementSpec, key_path: str) -> Any:
-    """``build`` behind the spec's ``when`` and followed by its ``then``, when it has them."""
-    if spec.when is not None:
-        test = compile_when(spec.when, f"{key_path}.when")
-        unguarded = build
-
-        def build(record: Record) -> Any:
-            return unguarded(record) if test(record) else None
-
-    if spec.then is not None:
-        name, where = spec.then, f"{key_path}.then"
-        fn = import_string(name, key_path=where)
-        if not callable(fn):
-            raise ConfigError([(where, f"{name} is a {type(fn).__name__}, not a function")])
-        made = build
-
-        def build(record: Record) -> Any:
-            element = made(record)
-            if element is None:
-                return None
-            try:
-                out = fn(element, record)
-            except BadRecordError:
-                raise
-            except Exception as e:
-                raise unexpected(TransformError, "transform.raised", f"'then' {name}", e) from e
-            return _checked(out, name)
-
-    return build
-
-
-def _checked(out: Any, name: str) -> Element | list[Element] | None:
-    """What a ``then`` function returned: an element, a list of them, or None (no element)."""
-    if out is None:
-        return None
-    items = out if isinstance(out, list) else [out]
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
-            raise TransformError(
-                f"'then' {name} returned {type(item).__name__} (item {i}); it must return an "
-                "element dict with a string 'type', a list of them or None",
-                rule="transform.output",
-            )
-    return out  # type: ignore[no-any-return]
-
-
 class MappingTransform:
     """The elements of the ``ElementSpec``s for every record, in the exact MoEngage JSON shape:
     one per spec, none for a spec whose ``when`` is false, what its ``then`` returns.
@@ -360,7 +375,7 @@ class MappingTransform:
     all element specs are reported together).
     """
 
-    __slots__ = ("_builds", "_plain")
+    __slots__ = ("_builds", "_plain", "single", "single_kind")
 
     def __init__(self, specs: Sequence[ElementSpec], *, key_path: str = "mapping") -> None:
         if not specs:
@@ -370,7 +385,7 @@ class MappingTransform:
         for i, spec in enumerate(specs):
             where = f"{key_path}[{i}]"
             try:
-                builds.append(_guarded(_BUILDERS[spec.type](spec, where).build, spec, where))
+                builds.append(guarded(_BUILDERS[spec.type](spec, where).build, spec, where))
             except ConfigError as e:
                 problems.extend(e.problems)
         if problems:
@@ -378,6 +393,9 @@ class MappingTransform:
         self._builds = tuple(builds)
         # Without 'when' and 'then' every spec makes exactly one element.
         self._plain = all(spec.when is None and spec.then is None for spec in specs)
+        # The one element's builder when that is all there is: ``[single(record)]`` is the call.
+        self.single = builds[0] if self._plain and len(builds) == 1 else None
+        self.single_kind = specs[0].type if self.single is not None else None
 
     def __call__(self, record: Record) -> list[Element]:
         builds = self._builds

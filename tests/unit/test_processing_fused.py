@@ -1,0 +1,162 @@
+"""The record processor's one-pass path for a mapping that makes one event per record: the same
+elements, bytes, costs, customers, errors (stage, rule, message) and policy counts as the general
+path (validate, policy, encode one after the other), over values chosen to hit every check."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Message
+
+from connector.config import parse_settings
+from connector.errors import BadRecordError
+from connector.processing import RecordProcessor
+from connector.transforms import CompiledTransform, MappingCompiled
+
+TOPIC = "ev"
+MAPPING: dict[str, Any] = {
+    "type": "event",
+    "customer_id": "user_id",
+    "device_id": "device_id",
+    "action": "event_name",
+    "current_time": "event_time",
+    "platform": "platform",
+    "app_version": "app_version",
+    "user_timezone_offset": "tz",
+    "attributes": {"from": "properties"},
+}
+IDENTIFIED = {**MAPPING, "user_identifiers": {"moe_mobile": "mobile"}}
+
+
+def _processor(
+    mapping: dict[str, Any], policy: dict[str, Any]
+) -> tuple[RecordProcessor, list[tuple[str, str]]]:
+    counted: list[tuple[str, str]] = []
+    settings = parse_settings(
+        {
+            "moengage": {"base_url": "http://127.0.0.1:9"},
+            "kafka": {"bootstrap.servers": "127.0.0.1:9", "group.id": "g"},
+            "topics": [{"name": TOPIC, "format": "json", "transform": {"mapping": mapping}}],
+            "observability": {"enabled": False},
+            "policy": policy,
+        },
+        base_dir=Path.cwd(),
+        environ={},
+    )
+    processor = RecordProcessor(settings, on_policy=lambda r, a: counted.append((r, a)))
+    return processor, counted
+
+
+def _outcome(processor: RecordProcessor, value: dict[str, Any]) -> Any:
+    processor.pipelines[TOPIC].decoder = lambda raw: value  # any Python value, NaN included
+    msg = Message(topic=TOPIC, partition=0, offset=7, value=b"-", timestamp=(1, 0))
+    try:
+        prepared = processor.process(msg)
+    except BadRecordError as e:
+        return (type(e).__name__, e.stage, e.rule, str(e))
+    return [(data, cost, customer, repr(el)) for data, cost, customer, el in prepared]
+
+
+def _event(**changes: Any) -> dict[str, Any]:
+    value: dict[str, Any] = {
+        "user_id": "user-1",
+        "device_id": None,
+        "event_name": "Added to Cart",
+        "event_time": "2026-01-01T00:00:00Z",
+        "platform": "web",
+        "app_version": "4.2.0",
+        "tz": 3600,
+        "mobile": "919800000000",
+        "properties": {"price": 2.5, "sku": "s-1", "n": 3, "ok": True, "none": None},
+    }
+    value.update(changes)
+    return value
+
+
+def _props(**props: Any) -> dict[str, Any]:
+    return _event(properties=props)
+
+
+CASES = [
+    _event(),
+    _event(properties={}),
+    _event(properties=None),
+    _event(device_id="dev-1"),
+    _event(device_id=""),
+    _event(device_id="d\x01"),
+    _event(user_id=12345),
+    _event(user_id=None),
+    _event(user_id="guest"),
+    _event(user_id=" "),
+    _event(user_id="u\x02x"),
+    _event(user_id=True),
+    _event(event_name=None),
+    _event(event_name=""),
+    _event(event_name="moe_x"),
+    _event(event_name="a.b"),
+    _event(event_name="n" * 205),
+    _event(event_name=5),
+    _event(platform="ios"),
+    _event(platform=" Web "),
+    _event(platform="tv"),
+    _event(platform=3),
+    _event(app_version=4.2),
+    _event(app_version=[1]),
+    _event(tz=99999),
+    _event(tz="3600"),
+    _event(tz=3600.0),
+    _event(tz=True),
+    _event(event_time=1767225600000),
+    _event(event_time="1767225600"),
+    _event(event_time="2026-01-01T00:00:00"),
+    _event(event_time="2026-01-01T00:00:00.123Z"),
+    _event(event_time="3026-01-01T00:00:00Z"),
+    _event(event_time="1999-01-01T00:00:00Z"),
+    _event(event_time=math.nan),
+    _event(event_time="soon"),
+    _props(price=math.nan),
+    _props(price=math.inf),
+    _props(deep={"a": [math.nan]}),
+    _props(big=2**70),
+    _props(text="x" * 513),
+    _props(url="http://" + "u" * 600),
+    _props(**{"k" * 201: 1}),
+    _props(**{"a.b": 1}),
+    _props(lst=[1, "a"]),
+    _props(lst=list(range(60))),
+    _props(obj={"a": 1}),
+    _props(id=1),
+    _props(moe_x=1),
+    _props(**{"c\x03": 1}),
+    _props(bad="\ud800"),
+    _props(when=object()),
+    _event(mobile=math.nan),
+    _event(mobile=None, user_id=None),
+    _event(mobile=""),
+]
+POLICIES = [
+    {},
+    {"non_finite": "stringify", "object": "flatten", "array_length": "stringify"},
+    {"value_length": "bad_input", "name_length": "allow", "event_name_period": "replace"},
+]
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=["defaults", "lenient", "strict"])
+@pytest.mark.parametrize("mapping", [MAPPING, IDENTIFIED], ids=["customer_id", "identifiers"])
+def test_one_event_mapping_prepares_as_the_general_path(
+    mapping: dict[str, Any], policy: dict[str, Any]
+) -> None:
+    fused, fused_counts = _processor(mapping, policy)
+    general, general_counts = _processor(mapping, policy)
+    transform = fused.pipelines[TOPIC].transform
+    assert isinstance(transform, MappingCompiled)
+    assert transform.single_kind == "event"  # the one-pass path is taken
+    # The same mapping behind the general wrapper: validate, policy, encode one after another.
+    general.pipelines[TOPIC].transform = CompiledTransform("mapping", transform)
+    for case in CASES:
+        expected = _outcome(general, case)
+        assert _outcome(fused, case) == expected, case
+    assert fused_counts == general_counts
