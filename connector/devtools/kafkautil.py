@@ -41,6 +41,7 @@ def produce(
             "enable.idempotence": True,
             "linger.ms": 20,
             "batch.size": 1_000_000,
+            "log_level": 0,  # a failure is reported by the caller, not as raw librdkafka lines
         }
     )
     failures: list[str] = []

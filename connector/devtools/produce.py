@@ -286,7 +286,8 @@ def _ensure_topic(bootstrap: str, topic: str, partitions: int | None) -> None:
 
     from connector.devtools.kafkautil import create_topics  # noqa: PLC0415
 
-    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    # librdkafka's own lines stay quiet: an unreachable broker is this command's one error line.
+    meta = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=10)
     if topic in meta.topics and meta.topics[topic].error is None:
         return
     if partitions is None:
