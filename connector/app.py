@@ -410,21 +410,7 @@ class Connector:
             return None
         except SchemaRegistryError as e:
             return self._after_registry(msg, slot, e, now)
-        # _admit, its common case inline: every name known, nothing to claim.
-        try:
-            new = self.catalogue.admit(prepared)
-        except BadRecordError as e:
-            self.router.route(slot, e.at(message_ref(msg)), msg)
-            return None
-        if new is not None:
-            return self._after_claim(msg, slot, prepared, new, now)
-        if prepared:  # _hand_over
-            self._elements += len(prepared)
-            self.delivery.add_all(prepared, slot, now)
-        else:
-            self._filtered += 1
-        slot.release()
-        return None
+        return self._admit(msg, slot, prepared, now)
 
     async def _after_registry(
         self, msg: Message, slot: Slot, error: SchemaRegistryError, now: float
