@@ -268,26 +268,29 @@ class RecordProcessor:
         what the mapping guarantees is not checked again (``validate_mapped_event``), and the
         data-tracking policy is applied only when it has something to do (a long or dotted event
         name, attributes that are not all short plain values, identifiers), as
-        ``Preflight``'s check decides it. Then the event's floats are all in its attributes and
-        finite, so orjson's output needs no search for the ``null`` of a NaN (``encode``)."""
+        ``Preflight``'s check decides it, with the element's JSON at hand (no string can be
+        longer than the text that holds it). Then the event's floats are all in its attributes
+        and finite, so orjson's output needs no search for the ``null`` of a NaN (``encode``)."""
         element = transform.one(record)
         try:
             element = self.validator.validate_mapped_event(element)
             action = element["actions"][0]
             name, attrs = action["action"], action["attributes"]
+            try:
+                data: bytes | None = _dumps(element)
+            except Exception:  # noqa: BLE001 -- encode() names the problem
+                data = None
             if (
-                len(name) > MAX_NAME_LENGTH
+                data is None
+                or len(name) > MAX_NAME_LENGTH
                 or "." in name
-                or (attrs and not self._preflight.short_names.clean(attrs))
+                or (attrs and not self._preflight.short_names.clean(attrs, len(data)))
                 or "user_identifiers" in element
             ):
                 self._preflight.checker(record.topic)(element)
                 data = encode(element)
             else:
-                try:
-                    data = bytes(memoryview(_dumps(element)))
-                except Exception:  # noqa: BLE001 -- encode() names the problem
-                    data = encode(element)
+                data = bytes(memoryview(data))  # see encode(): not orjson's 4 KiB buffer
             if len(data) > self._max_element_bytes:
                 too_large = ElementTooLarge(len(data), self._max_request_bytes)
                 raise ValidationError(str(too_large), rule="element.too_large")

@@ -80,6 +80,18 @@ def _props(**props: Any) -> dict[str, Any]:
     return _event(properties=props)
 
 
+class _Str(str):
+    pass
+
+
+class _Int(int):
+    pass
+
+
+class _Float(float):
+    pass
+
+
 CASES = [
     _event(),
     _event(properties={}),
@@ -133,6 +145,17 @@ CASES = [
     _props(**{"c\x03": 1}),
     _props(bad="\ud800"),
     _props(when=object()),
+    # The one-pass check of attribute values (exact types, lengths, finiteness) at its edges.
+    _props(text="x" * 512),
+    _props(text="x" * 512, more="y"),
+    _props(text="x" * 300, other="z" * 300),
+    _props(text="é" * 513),
+    _props(a=1.5, b=-0.0, c=1e308, d=-math.inf),
+    _props(flag=True, n=0, f=0.0, s="", none=None),
+    _props(sub=_Str("s")),
+    _props(sub=_Int(3)),
+    _props(sub=_Float(math.nan)),
+    _props(sub=_Float(2.5)),
     _event(mobile=math.nan),
     _event(mobile=None, user_id=None),
     _event(mobile=""),
