@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -35,6 +35,25 @@ def produce(
     reports: Tansu's ListOffsets answer is the last *batch's* base offset + 1, which is wrong for
     batches of several records, so :func:`end_offsets` cannot be trusted on it.
     """
+
+    def each() -> Iterator[tuple[str, dict[str, Any]]]:
+        for n, (key, value) in enumerate(records):
+            kwargs: dict[str, Any] = {"key": key, "value": value}
+            if partition_of is not None:
+                kwargs["partition"] = partition_of(n, key)
+            if headers:
+                kwargs["headers"] = headers
+            yield topic, kwargs
+
+    return produce_many(bootstrap, each()).get(topic, {})
+
+
+def produce_many(
+    bootstrap: str, records: Iterable[tuple[str, dict[str, Any]]]
+) -> dict[str, dict[int, int]]:
+    """:func:`produce` for records of several topics, each ``(topic, Producer.produce keyword
+    arguments)``, through one idempotent producer: each partition keeps the order given, and
+    the producer's start-up is paid once. End offsets per topic and partition."""
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -45,24 +64,20 @@ def produce(
         }
     )
     failures: list[str] = []
-    ends: dict[int, int] = {}
+    ends: dict[str, dict[int, int]] = {}
 
     def on_delivery(err: Any, msg: Any) -> None:
         if err is not None:
             failures.append(str(err))
         else:
+            topic_ends = ends.setdefault(msg.topic(), {})
             p = msg.partition()
-            ends[p] = max(ends.get(p, 0), msg.offset() + 1)
+            topic_ends[p] = max(topic_ends.get(p, 0), msg.offset() + 1)
 
-    for n, (key, value) in enumerate(records):
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
-        if partition_of is not None:
-            kwargs["partition"] = partition_of(n, key)
-        if headers:
-            kwargs["headers"] = headers
+    for topic, kwargs in records:
         while True:
             try:
-                producer.produce(topic, **kwargs)
+                producer.produce(topic, on_delivery=on_delivery, **kwargs)
                 break
             except BufferError:
                 producer.poll(0.1)

@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from connector.devtools.broker import LocalBroker
-from connector.devtools.kafkautil import committed_offsets, create_topics, produce
+from connector.devtools.kafkautil import committed_offsets, create_topics, produce, produce_many
 from connector.devtools.servers import BackgroundApp, SandboxProcess
 from connector.devtools.workload import events
 from connector.source.decoding import encode_confluent, encode_raw, load_schema_file
@@ -145,33 +145,42 @@ def run(
         }
     ends: dict[str, dict[int, int]] = {}
     customers: dict[str, list[str]] = {}
+    # Every case's records through one producer (each partition keeps this order): on partition
+    # 0 good-0, the bad record (offset 1), good-1; on partition 1 good-2 and good-3. The
+    # oversized record needs a producer of its own, so its topic is written in three steps.
+    batch: list[tuple[str, dict[str, Any]]] = []
     for case in CASES:
         topic, schema_id = topics[case.name], schema_ids.get(case.name, 0)
+        good = [_good(case.kind, case.name, i, schema_id) for i in range(4)]
+        customers[case.name] = [customer for _, customer in good]
         if case.name == TOO_LARGE:
             # Many values within MoEngage's 512 characters (a longer one would be truncated to
             # fit by the data policy): only the element as a whole is too large.
             blobs = {f"blob{i}": "x" * 500 for i in range(4200)}
             bad = json.dumps({"user_id": "big", "attributes": blobs}).encode()
-        else:
-            (bad,) = (b.value for b in data.bad_records(schema_id or 1) if b.name == case.name)
-        good = [_good(case.kind, case.name, i, schema_id) for i in range(4)]
-        customers[case.name] = [customer for _, customer in good]
-        produce(broker.bootstrap, topic, [(b"good-0", good[0][0])], partition_of=lambda n, k: 0)
-        if case.name == TOO_LARGE:
+            produce(broker.bootstrap, topic, [(b"good-0", good[0][0])], partition_of=lambda n, k: 0)
             _produce_large(broker.bootstrap, topic, bad)
-        else:
-            produce(broker.bootstrap, topic, [(b"bad", bad)], partition_of=lambda n, k: 0)
-        ends[topic] = {
-            **produce(
-                broker.bootstrap, topic, [(b"good-1", good[1][0])], partition_of=lambda n, k: 0
-            ),
-            **produce(
-                broker.bootstrap,
-                topic,
-                [(b"good-2", good[2][0]), (b"good-3", good[3][0])],
-                partition_of=lambda n, k: 1,
-            ),
-        }
+            ends[topic] = {
+                **produce(
+                    broker.bootstrap, topic, [(b"good-1", good[1][0])], partition_of=lambda n, k: 0
+                ),
+                **produce(
+                    broker.bootstrap,
+                    topic,
+                    [(b"good-2", good[2][0]), (b"good-3", good[3][0])],
+                    partition_of=lambda n, k: 1,
+                ),
+            }
+            continue
+        (bad,) = (b.value for b in data.bad_records(schema_id or 1) if b.name == case.name)
+        batch += [
+            (topic, {"key": b"good-0", "value": good[0][0], "partition": 0}),
+            (topic, {"key": b"bad", "value": bad, "partition": 0}),
+            (topic, {"key": b"good-1", "value": good[1][0], "partition": 0}),
+            (topic, {"key": b"good-2", "value": good[2][0], "partition": 1}),
+            (topic, {"key": b"good-3", "value": good[3][0], "partition": 1}),
+        ]
+    ends.update(produce_many(broker.bootstrap, batch))
     normalised = {n.name: n for n in data.normalised_records()}  # times of now: made once
     for n in normalised.values():
         ends[normal[n.name]] = produce(broker.bootstrap, normal[n.name], [(b"normal", n.value)])
