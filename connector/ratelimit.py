@@ -69,8 +69,9 @@ class Budget:
         self.users_limit = users_per_minute
         self.events_limit = events_per_minute
         self.window = window
-        self.share = share
-        self.factor = 1.0
+        self._share = share
+        self._factor = 1.0
+        self._caps()
         self.ceiling = 1.0 / self.SETTLE
         self._span = window + max(window * self.MARGIN, self.MIN_MARGIN)
         self._spent: deque[Receipt] = deque()
@@ -105,21 +106,31 @@ class Budget:
     # of 400 and requests of 86 events use only 344 a window); an eighth loses at most a few %.
     REQUEST_PART = 8
 
-    # request_users/request_events are read for every element batched: max_users/max_events
-    # and _effective, inline.
+    # The most users/events one request may cost (``request_users``, ``request_events``: plain
+    # attributes, read for every element batched) are set again whenever the share or the
+    # adaptive factor they depend on changes.
     @property
-    def request_users(self) -> int | None:
-        limit = self.users_limit
-        if limit is None:
-            return None
-        return max(1, max(1, math.floor(limit * self.share * self.factor)) // self.REQUEST_PART)
+    def share(self) -> float:
+        return self._share
+
+    @share.setter
+    def share(self, share: float) -> None:
+        self._share = share
+        self._caps()
 
     @property
-    def request_events(self) -> int | None:
-        limit = self.events_limit
-        if limit is None:
-            return None
-        return max(1, max(1, math.floor(limit * self.share * self.factor)) // self.REQUEST_PART)
+    def factor(self) -> float:
+        return self._factor
+
+    @factor.setter
+    def factor(self, factor: float) -> None:
+        self._factor = factor
+        self._caps()
+
+    def _caps(self) -> None:
+        users, events = self._effective(self.users_limit), self._effective(self.events_limit)
+        self.request_users = None if users is None else max(1, users // self.REQUEST_PART)
+        self.request_events = None if events is None else max(1, events // self.REQUEST_PART)
 
     def set_share(self, share: float, now: float) -> None:
         if share > 0 and share != self.share:  # owning nothing sends nothing: keep the last one
