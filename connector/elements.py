@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC
 from itertools import product
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from connector.config import ValidationSettings
 from connector.errors import ValidationError
@@ -213,6 +213,19 @@ def _fail(
     return ValidationError(f"{kind} element: {text}" if kind else text, rule=rule)
 
 
+class Passed(NamedTuple):
+    """See :meth:`ElementValidator.passed`."""
+
+    min_len: int  # a customer id, stripped, is at least this long
+    disallowed: frozenset[str]  # and, lower-cased, not one of these
+    actions: set[str]  # event names that passed their rules
+    event_keys: set[str]  # event attribute names that passed theirs
+    platforms: dict[str, str]  # an event's platform, as written -> as sent
+    earliest: float  # event times lie in [earliest, clock() + max_future]
+    max_future: float
+    clock: Callable[[], float]
+
+
 class ElementValidator:
     """Checks elements against the seed documents' rules and normalises them in place.
 
@@ -325,6 +338,20 @@ class ElementValidator:
             what = f"{type(e).__name__}: {_short(str(e))}"
             raise _fail("element.invalid", "event", "element", what=what) from e
         return el
+
+    def passed(self) -> Passed:
+        """What an event must match to pass :meth:`validate_mapped_event` with nothing to say:
+        the sets are the validator's own, growing as names pass (read, never written)."""
+        return Passed(
+            min_len=self._min_len,
+            disallowed=self._disallowed,
+            actions=self._good_actions,
+            event_keys=self._event_keys._known,
+            platforms=_EVENT_PLATFORM_LOOKUP,
+            earliest=self._earliest,
+            max_future=self._max_future,
+            clock=self._clock,
+        )
 
     def customer_key(self, element: Element) -> str:
         """``customer_key`` with this validator's identifier keys."""

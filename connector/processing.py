@@ -8,6 +8,10 @@ for one record is bad input for that record, never a crash of the connector. A S
 that cannot be reached is not bad input: it raises :class:`SchemaRegistryError` (retried by
 :meth:`RecordProcessor.retry_registry`). One implementation serves ``run``, ``preview`` and the
 benchmark.
+
+A topic whose mapping makes one plain event per record (``PlainEvent``) has a one-pass preparer
+(``_plain_event``) that goes from the decoded value to the prepared element when none of the
+stages has anything to say; any doubt and the record takes the stages above, which decide.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from itertools import compress, repeat
+from operator import is_
+from typing import Any, Final, cast
 
 import orjson
 import structlog
@@ -23,7 +29,7 @@ from confluent_kafka import Message
 
 from connector.batching import ENVELOPE_BYTES, Cost, ElementTooLarge, encode
 from connector.config import Settings
-from connector.elements import Element, ElementValidator
+from connector.elements import TIMEZONE_OFFSET_RANGE, Element, ElementValidator
 from connector.errors import (
     BadRecordError,
     ConfigError,
@@ -34,10 +40,12 @@ from connector.errors import (
     ValidationError,
     unexpected,
 )
+from connector.eventtime import utc_seconds
 from connector.policy import MAX_NAME_LENGTH
-from connector.policycheck import Counter, Preflight
+from connector.policycheck import Counter, Preflight, clean_values
 from connector.source.decoding import Decoder, SchemaLookup, make_decoder
 from connector.transforms import MappingCompiled, Record, identifier_keys, load_transform
+from connector.transforms.mapping import PlainEvent
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +109,9 @@ class TopicPipeline:
 
     decoder: Decoder
     transform: Callable[[Record], list[Element]]
+    # The one-pass event of a plain mapping (see _plain_event): the prepared element, or None
+    # when the record needs anything looked at closer (then the path from the transform on).
+    fast: Callable[[Any], Prepared | None] | None = None
 
 
 def build_pipelines(settings: Settings) -> dict[str, TopicPipeline]:
@@ -156,6 +167,15 @@ class RecordProcessor:
         self._max_request_bytes = settings.moengage.max_request_bytes
         self._max_element_bytes = settings.moengage.max_request_bytes - ENVELOPE_BYTES
         self._sleep = sleep
+        for pipe in self.pipelines.values():
+            transform = pipe.transform
+            if type(transform) is MappingCompiled and transform.plain_event is not None:
+                pipe.fast = _plain_event(
+                    transform.plain_event,
+                    self.validator,
+                    self._preflight.short_names.known,
+                    self._max_element_bytes,
+                )
 
     def process(self, msg: Message) -> list[Prepared]:
         """The elements of one message (none: the transform filtered it out). Raises
@@ -175,6 +195,14 @@ class RecordProcessor:
                 raise
             except Exception as e:  # no record may crash the connector: it is bad input
                 raise unexpected(DecodeError, "decode.unexpected", "the decoder", e) from e
+            fast = pipe.fast
+            if fast is not None:
+                try:
+                    done = fast(value)
+                except Exception:  # noqa: BLE001 -- the path below names the problem
+                    done = None
+                if done is not None:
+                    return [done]
             record = _record(msg, topic, partition, offset, value)
             transform = pipe.transform
             if type(transform) is MappingCompiled and transform.single_kind == "event":
@@ -284,7 +312,7 @@ class RecordProcessor:
                 data is None
                 or len(name) > MAX_NAME_LENGTH
                 or "." in name
-                or (attrs and not self._preflight.short_names.clean(attrs, len(data)))
+                or (attrs and not self._preflight.short_names.clean(attrs, data))
                 or "user_identifiers" in element
             ):
                 self._preflight.checker(record.topic)(element)
@@ -304,3 +332,127 @@ class RecordProcessor:
             raise unexpected(
                 ValidationError, "element.unexpected", "validating or encoding an element", e
             ) from e
+
+
+_MAX_PASSED: Final = 4096  # names remembered by a one-pass preparer; past it the set starts afresh
+
+
+def _plain_event(
+    shape: PlainEvent, validator: ElementValidator, short: set[str], max_element_bytes: int
+) -> Callable[[Any], Prepared | None]:
+    """The one-pass event of a plain mapping: from the decoded value straight to the prepared
+    element, with no ``Record``, for a record that needs nothing but reading. The element is the
+    mapping's own (same keys, order, values); it is returned only when validation, the data
+    policy and the size check have nothing to say about it: a customer id that passes, an
+    event name and attribute names that passed before (the validator's and the policy's sets),
+    a known platform, an ``app_version`` string, an offset and a ``current_time`` in range,
+    short plain values, an element that fits a request. On any doubt (a first-seen name, an
+    unusual type, a value to correct, an exception) it returns None and the record takes the
+    path that decides and names the problem. ``tests/unit/test_processing_fused.py`` holds it
+    to that path's output, errors and policy counts."""
+    passed = validator.passed()
+    min_len, disallowed, good_actions, event_keys = (
+        passed.min_len,
+        passed.disallowed,
+        passed.actions,
+        passed.event_keys,
+    )
+    earliest, max_future, clock = passed.earliest, passed.max_future, passed.clock
+    platforms = passed.platforms
+    low, high = TIMEZONE_OFFSET_RANGE
+    c_field, c_default = shape.customer
+    device = shape.device
+    d_field, d_default = device if device is not None else ("", None)
+    a_field, a_default = shape.action
+    copies, source, excluded, skip = shape.copies, shape.source, shape.excluded, shape.skip_nulls
+    # The optional action fields, each read and checked in the order the element has them.
+    read = dict(shape.optional)
+    platform_f, version_f = read.get("platform"), read.get("app_version")
+    time_f, offset_f = read.get("current_time"), read.get("user_timezone_offset")
+    one_event = _EVENT_COSTS[1]
+    names: set[str] = set()  # event names that passed validation and need no policy
+    keys: set[str] = set()  # attribute names that passed validation and are short
+
+    def prepare(value: Any) -> Prepared | None:
+        if type(value) is not dict:
+            return None
+        get = value.get
+        cid = get(c_field)
+        if cid is None:
+            cid = c_default
+        if type(cid) is not str:
+            if type(cid) is not int:
+                return None
+            cid = str(cid)
+        stripped = cid.strip()
+        if not cid.isprintable() or len(stripped) < min_len or stripped.lower() in disallowed:
+            return None
+        element: Element = {"type": "event", "customer_id": cid}
+        if device is not None:
+            device_id = get(d_field)
+            if device_id is None:
+                device_id = d_default
+            if device_id is not None:
+                if type(device_id) is int:
+                    device_id = str(device_id)
+                elif type(device_id) is not str or not device_id or not device_id.isprintable():
+                    return None
+                element["device_id"] = device_id
+        name = get(a_field)
+        if name is None:
+            name = a_default
+        if type(name) is not str:
+            return None
+        if name not in names:
+            if name not in good_actions or "." in name or len(name) > MAX_NAME_LENGTH:
+                return None
+            if len(names) >= _MAX_PASSED:
+                names.clear()
+            names.add(name)
+        if not copies:
+            attrs: dict[str, Any] = {}
+        else:
+            src = get(source) if source is not None else value
+            if src is None:
+                attrs = {}
+            elif type(src) is not dict:
+                return None
+            else:
+                attrs = src.copy()
+                if skip and None in src.values():
+                    for k in compress(src, map(is_, src.values(), repeat(None))):
+                        del attrs[k]
+                for k in excluded:
+                    attrs.pop(k, None)
+                if not attrs.keys() <= keys:
+                    if not (attrs.keys() <= event_keys and attrs.keys() <= short):
+                        return None
+                    if len(keys) >= _MAX_PASSED:
+                        keys.clear()
+                    keys.update(attrs)
+        action: dict[str, Any] = {"action": name, "attributes": attrs}
+        if platform_f is not None and (platform := get(platform_f)) is not None:
+            platform = platforms.get(platform) if type(platform) is str else None
+            if platform is None:
+                return None
+            action["platform"] = platform
+        if version_f is not None and (version := get(version_f)) is not None:
+            if type(version) is not str:
+                return None
+            action["app_version"] = version
+        if time_f is not None and (at := get(time_f)) is not None:
+            seconds = utc_seconds(at) if type(at) is str else None
+            if seconds is None or not earliest <= seconds <= clock() + max_future:
+                return None
+            action["current_time"] = at
+        if offset_f is not None and (offset := get(offset_f)) is not None:
+            if type(offset) is not int or not low <= offset <= high:
+                return None
+            action["user_timezone_offset"] = offset
+        element["actions"] = [action]
+        data = _dumps(element)
+        if len(data) > max_element_bytes or (attrs and not clean_values(attrs, data)):
+            return None
+        return (bytes(memoryview(data)), one_event, cid, element)
+
+    return prepare

@@ -116,11 +116,12 @@ class MappingCompiled(CompiledTransform):
     construction, so it is returned as it is (the checks above are for user code); what the
     mapping raises is still a ``TransformError``."""
 
-    __slots__ = ("_single", "single_kind")
+    __slots__ = ("_single", "plain_event", "single_kind")
 
     def __init__(self, name: str, fn: MappingTransform) -> None:
         super().__init__(name, fn)
         self._single = fn.single
+        self.plain_event = fn.plain_event  # see PlainEvent
         # The type of the one element every record makes (a mapping of one element without
         # 'when' or 'then'), else None: then :meth:`one` is the transform.
         self.single_kind = fn.single_kind

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from itertools import compress, repeat
 from operator import is_
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from connector.errors import ConfigError, TransformError
 from connector.mappingspec import ElementSpec, ValueSpec
@@ -48,6 +48,22 @@ _VALUE_FIELDS = (
 )
 # Optional event-action keys, in the order the seed documents show them.
 _ACTION_FIELDS = ("platform", "app_version", "current_time", "user_time", "user_timezone_offset")
+
+
+class PlainEvent(NamedTuple):
+    """An event mapping that reads only top-level fields of the record value and copies its
+    attributes as they are: all a one-pass preparer needs to build the same element from the
+    value alone (``connector.processing``). ``(field, default)`` pairs; ``source`` is the
+    attributes' ``from`` key (None: the value's top level, less ``excluded``)."""
+
+    customer: tuple[str, Any]
+    device: tuple[str, Any] | None
+    action: tuple[str, Any]
+    copies: bool
+    source: str | None
+    excluded: frozenset[str]
+    skip_nulls: bool
+    optional: tuple[tuple[str, str], ...]  # (action key, field), in the element's key order
 
 
 def _read(slot: Slot, record: Record, get: Callable[[str], Any]) -> Any:
@@ -298,6 +314,36 @@ class _EventBuilder(_Builder):
             tuple((key, field) for key, field, _, _ in self._optional) if plain else None
         )
 
+    def plain(self) -> PlainEvent | None:
+        """This builder as a :class:`PlainEvent`, or None when it reads anything else (a
+        path, the record's key or headers, identifiers, ``user_time``, renamed, listed or
+        added attributes)."""
+        slots = (self._customer_id, self._action, self._device_id)
+        if any(s is not None and (s[2] is not None or type(s[0]) is not str) for s in slots):
+            return None
+        if (
+            self._customer_id is None
+            or self._identifiers
+            or not self._bare
+            or self._include is not None
+            or self._rename
+            or (self._source is not None and self._source_key is None)
+            or self._plain_optional is None
+            or any(key == "user_time" or type(f) is not str for key, f in self._plain_optional)
+        ):
+            return None
+        device = self._device_id
+        return PlainEvent(
+            customer=self._customer_id[:2],  # type: ignore[arg-type]
+            device=None if device is None else device[:2],  # type: ignore[arg-type]
+            action=self._action[:2],  # type: ignore[arg-type]
+            copies=self._copies,
+            source=self._source_key,
+            excluded=self._excluded,
+            skip_nulls=self._skip_nulls,
+            optional=tuple((key, str(f)) for key, f in self._plain_optional),
+        )
+
     def build(self, record: Record) -> Element:
         value = record.value
         get = value.get if isinstance(value, dict) else _NOTHING.get
@@ -375,17 +421,19 @@ class MappingTransform:
     all element specs are reported together).
     """
 
-    __slots__ = ("_builds", "_plain", "single", "single_kind")
+    __slots__ = ("_builds", "_plain", "plain_event", "single", "single_kind")
 
     def __init__(self, specs: Sequence[ElementSpec], *, key_path: str = "mapping") -> None:
         if not specs:
             raise ConfigError([(key_path, "a mapping needs at least one element")])
         builds: list[Callable[[Record], Any]] = []
+        builders: list[_Builder] = []
         problems: list[tuple[str, str]] = []
         for i, spec in enumerate(specs):
             where = f"{key_path}[{i}]"
             try:
-                builds.append(guarded(_BUILDERS[spec.type](spec, where).build, spec, where))
+                builders.append(_BUILDERS[spec.type](spec, where))
+                builds.append(guarded(builders[-1].build, spec, where))
             except ConfigError as e:
                 problems.extend(e.problems)
         if problems:
@@ -396,6 +444,9 @@ class MappingTransform:
         # The one element's builder when that is all there is: ``[single(record)]`` is the call.
         self.single = builds[0] if self._plain and len(builds) == 1 else None
         self.single_kind = specs[0].type if self.single is not None else None
+        # That one element's shape when it is a plain event (see PlainEvent), else None.
+        only = builders[0] if self.single is not None else None
+        self.plain_event = only.plain() if isinstance(only, _EventBuilder) else None
 
     def __call__(self, record: Record) -> list[Element]:
         builds = self._builds

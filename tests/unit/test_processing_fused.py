@@ -29,6 +29,37 @@ MAPPING: dict[str, Any] = {
     "attributes": {"from": "properties"},
 }
 IDENTIFIED = {**MAPPING, "user_identifiers": {"moe_mobile": "mobile"}}
+# Mappings by name, and whether each is plain (read from the value alone, see PlainEvent).
+MAPPING_IDS = {
+    "customer_id": True,
+    "identifiers": False,
+    "top_level": True,
+    "defaults_and_drops": True,
+    "fields": False,
+    "keeping_nulls": True,
+    "user_time": False,
+    "nested_customer": False,
+}
+MAPPINGS = [
+    MAPPING,
+    IDENTIFIED,
+    {**MAPPING, "attributes": {"drop": ["mobile"]}},  # copied from the top level
+    {
+        **MAPPING,
+        "customer_id": {"field": "user_id", "default": "fallback-user"},
+        "device_id": {"field": "device_id", "default": 7},
+        "action": {"field": "event_name", "default": "Defaulted"},
+        "attributes": {"from": "properties", "drop": ["sku", "none"]},
+    },
+    {**MAPPING, "attributes": {"from": "properties", "fields": {"sku2": "properties.sku"}}},
+    {**MAPPING, "attributes": {"from": "properties", "skip_nulls": False}},
+    {**MAPPING, "user_time": "event_time"},
+    {**MAPPING, "customer_id": "properties.sku"},
+]
+
+
+def _id(mapping: dict[str, Any]) -> str:
+    return list(MAPPING_IDS)[MAPPINGS.index(mapping)]
 
 
 def _processor(
@@ -153,6 +184,8 @@ CASES = [
     _props(a=1.5, b=-0.0, c=1e308, d=-math.inf),
     _props(flag=True, n=0, f=0.0, s="", none=None),
     _props(sub=_Str("s")),
+    _props(note="nullable", price=2.5),
+    _props(note="null", price=math.nan),
     _props(sub=_Int(3)),
     _props(sub=_Float(math.nan)),
     _props(sub=_Float(2.5)),
@@ -167,19 +200,42 @@ POLICIES = [
 ]
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["from-the-value", "from-the-record"])
 @pytest.mark.parametrize("policy", POLICIES, ids=["defaults", "lenient", "strict"])
-@pytest.mark.parametrize("mapping", [MAPPING, IDENTIFIED], ids=["customer_id", "identifiers"])
+@pytest.mark.parametrize("mapping", MAPPINGS, ids=list(MAPPING_IDS))
 def test_one_event_mapping_prepares_as_the_general_path(
-    mapping: dict[str, Any], policy: dict[str, Any]
+    mapping: dict[str, Any], policy: dict[str, Any], fast: bool
 ) -> None:
     fused, fused_counts = _processor(mapping, policy)
     general, general_counts = _processor(mapping, policy)
     transform = fused.pipelines[TOPIC].transform
     assert isinstance(transform, MappingCompiled)
     assert transform.single_kind == "event"  # the one-pass path is taken
+    # The one-pass event from the decoded value: built for a plain mapping only.
+    assert (fused.pipelines[TOPIC].fast is not None) == MAPPING_IDS[_id(mapping)]
+    prepared_fast: list[object] = []
+    one_pass = fused.pipelines[TOPIC].fast
+    if not fast:  # from the record: the mapping's element, checked in one pass
+        fused.pipelines[TOPIC].fast = None
+    elif one_pass is not None:
+
+        def counted(value: Any) -> Any:
+            done = one_pass(value)
+            if done is not None:
+                prepared_fast.append(done)
+            return done
+
+        fused.pipelines[TOPIC].fast = counted
     # The same mapping behind the general wrapper: validate, policy, encode one after another.
     general.pipelines[TOPIC].transform = CompiledTransform("mapping", transform)
+    general.pipelines[TOPIC].fast = None
     for case in CASES:
-        expected = _outcome(general, case)
-        assert _outcome(fused, case) == expected, case
+        for _ in range(2):  # the second time with the names the first one taught
+            expected = _outcome(general, case)
+            assert _outcome(fused, case) == expected, case
     assert fused_counts == general_counts
+    if fast and one_pass is not None:  # a good record, its names known: from the value
+        prepared_fast.clear()
+        good = _event(properties=None)  # no object among the attributes of any mapping
+        assert _outcome(fused, good) == _outcome(general, good)
+        assert len(prepared_fast) == 1
