@@ -5,6 +5,7 @@ path (validate, policy, encode one after the other), over values chosen to hit e
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +240,83 @@ def test_one_event_mapping_prepares_as_the_general_path(
         good = _event(properties=None)  # no object among the attributes of any mapping
         assert _outcome(fused, good) == _outcome(general, good)
         assert len(prepared_fast) == 1
+
+
+class _SubStr(str):
+    pass
+
+
+class _SubInt(int):
+    pass
+
+
+_ODD_TEXT = ["null", "nullable", "a.b", "moe_x", "guest", "GUEST ", "u\x01", "\ud800", "é" * 300]
+_TIMES = ["2026-01-01T00:00:00.123Z", "2026-01-01T00:00:00", "1999-12-31T23:59:59Z", "soon"]
+_KEYS = ["price", "sku", "n", "ok", "none", "k" * 201, "a.b", "id", "moe_x", "c\x03", "user_id"]
+
+
+def _random_value(r: random.Random, depth: int = 0) -> Any:
+    """A value a producer could write, ugly ones over-represented."""
+    pick = r.randrange(16)
+    choices: list[Any] = [
+        None,
+        r.choice([0, -1, 2**63, 2**70, 3600, 99999, -54000, 54001]),
+        r.choice([0.0, -0.0, 2.5, 1e308, math.nan, math.inf, -math.inf]),
+        r.choice([True, False]),
+        r.choice(["", " ", "x" * r.choice([200, 201, 511, 512, 513, 600])]),
+        r.choice(_ODD_TEXT),
+        r.choice(["web", " Web ", "ios", "tv", "unknown", "4.2.0"]),
+        r.choice([*_TIMES, 1767225600000, "2026-13-01T00:00:00Z"]),
+        _SubStr("s"),
+        _SubInt(5),
+    ]
+    if pick < len(choices):
+        return choices[pick]
+    if pick == len(choices) and depth < 2:
+        return [_random_value(r, depth + 1) for _ in range(r.randrange(3))]
+    if pick == len(choices) + 1 and depth < 2:
+        return {r.choice(["a", "b", "c.d"]): _random_value(r, depth + 1) for _ in range(2)}
+    return r.choice(["user-1", "user-2", "sku-1", "Added to Cart", "Viewed"])
+
+
+def _random_event(r: random.Random) -> dict[str, Any]:
+    value = _event()
+    for key in list(value):
+        if r.random() < 0.25:
+            value[key] = _random_value(r)
+    if r.random() < 0.5:
+        value["properties"] = {r.choice(_KEYS): _random_value(r) for _ in range(r.randrange(6))}
+    return value
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=["defaults", "lenient", "strict"])
+@pytest.mark.parametrize("mapping", MAPPINGS, ids=list(MAPPING_IDS))
+def test_random_records_prepare_as_the_general_path(
+    mapping: dict[str, Any], policy: dict[str, Any]
+) -> None:
+    """Seeded random records (ugly values over-represented), each twice: the one-pass paths
+    and the general path agree on every outcome and on the policy counts."""
+    fused, fused_counts = _processor(mapping, policy)
+    general, general_counts = _processor(mapping, policy)
+    general.pipelines[TOPIC].transform = CompiledTransform(
+        "mapping", fused.pipelines[TOPIC].transform
+    )
+    general.pipelines[TOPIC].fast = None
+    one_pass, from_the_value = fused.pipelines[TOPIC].fast, []
+    if one_pass is not None:
+
+        def counted(value: Any) -> Any:
+            done = one_pass(value)
+            from_the_value.append(done is not None)
+            return done
+
+        fused.pipelines[TOPIC].fast = counted
+    r = random.Random(f"{_id(mapping)}-{sorted(policy.items())}")
+    for _ in range(300):
+        value = _random_event(r)
+        for _ in range(2):
+            expected = _outcome(general, value)
+            assert _outcome(fused, value) == expected, value
+    assert fused_counts == general_counts
+    # A plain mapping prepared some of them from the value (the rest it handed on).
+    assert any(from_the_value) == MAPPING_IDS[_id(mapping)]
