@@ -238,11 +238,15 @@ class Connector:
         )
         self.delivery.start()
         try:
-            started = await self._credentials_accepted() and await self._catalogue_started()
+            started = await self._credentials_accepted()
+            if started:
+                # The group join runs while the claims log is read (about a second): the first
+                # record is taken only once both are done, so nothing is read or committed before.
+                await self.source.start()
+                started = await self._catalogue_started()
             if not started:
-                await self.source.close()  # never subscribed: nothing read, nothing to commit
+                await self.source.close()  # nothing read, nothing to commit: leave the group
                 return int(self.exit_code)
-            await self.source.start()
             await self._loop()
             await self._shutdown()
         finally:
