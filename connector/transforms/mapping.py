@@ -347,19 +347,7 @@ class _EventBuilder(_Builder):
     def build(self, record: Record) -> Element:
         value = record.value
         get = value.get if isinstance(value, dict) else _NOTHING.get
-        slot = self._customer_id
-        if slot is not None and slot[2] is None and not self._identifiers:
-            # _identity for a plain customer_id field alone, inline
-            cid = get(slot[0])  # type: ignore[arg-type]
-            if cid is None:
-                cid = slot[1]
-            if type(cid) is int:
-                cid = str(cid)
-            ids = None
-            if cid is None:
-                self._identity(record, get)  # raises mapping.missing_field
-        else:
-            cid, ids = self._identity(record, get)
+        cid, ids = self._identity(record, get)
         element: Element = {"type": "event"}
         if cid is not None:
             element["customer_id"] = cid
@@ -369,13 +357,7 @@ class _EventBuilder(_Builder):
             device_id = _read(self._device_id, record, get)
             if device_id is not None:
                 element["device_id"] = _as_id(device_id)
-        field, default, getter = self._action  # _read, inline
-        if getter is not None:
-            name = getter(record)
-        else:
-            name = get(field)  # type: ignore[arg-type]
-            if name is None:
-                name = default
+        name = _read(self._action, record, get)
         if name is None:
             raise TransformError(
                 f"event mapping: action field {self._action_path!r} is missing or null",
