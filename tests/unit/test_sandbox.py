@@ -539,6 +539,21 @@ async def test_requests_endpoint_lists_accepted_bodies_in_order_bounded(sandbox:
         assert await response.json() == [bulk(customer("b")), bulk(customer("c"))]
 
 
+async def test_requests_endpoint_returns_bodies_as_sent_whitespace_and_escapes_included(
+    sandbox: Start,
+) -> None:
+    client = await sandbox()
+    raw = (
+        b' \n{"type": "transition",\n "elements": [{"type": "customer", "customer_id": "a",'
+        b' "attributes": {"name": "\\u00e9t\xc3\xa9 \\"q\\"", "n": 1.5e3}}]} \n'
+    )
+    status, _, _ = await send(client, raw=raw)
+    assert status == 200
+    async with client.get("/_sandbox/requests") as response:
+        assert response.content_type == "application/json"
+        assert await response.json() == [orjson.loads(raw)]
+
+
 async def test_user_can_be_read_and_deleted(sandbox: Start) -> None:
     client = await sandbox()
     await send(client, bulk(customer("a", x=1)))
