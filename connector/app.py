@@ -44,7 +44,7 @@ from connector.errors import (
     SchemaRegistryAuthError,
     SchemaRegistryError,
 )
-from connector.flow import Backpressure, BudgetShare
+from connector.flow import Backpressure, BudgetShare, take_all
 from connector.observability.health import HealthState, fatal_reason, serve_observability
 from connector.observability.kafkalog import BrokerWatch, kafka_logging
 from connector.observability.metrics import Metrics
@@ -353,13 +353,9 @@ class Connector:
             now = loop.time()
             self.health.alive_tick(now)
             self.health.set_kafka_problem(self.source.watch.problem)
-            take = self.take
-            for msg in msgs:
-                if self._stop.is_set():
-                    break
-                waiting = take(msg, fetched_at, now)
-                if waiting is not None:  # the Schema Registry is out: this record waits for it
-                    await waiting
+            await take_all(
+                msgs, self.take, fetched_at, now, stopped=self._stop.is_set, clock=loop.time
+            )
             self._publish_consumed()
             self.router.poll()
             delivery.flush_lingering(loop.time(), self._linger)

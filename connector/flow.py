@@ -1,9 +1,12 @@
-"""Two small controls of the run loop: backpressure (pause the partitions while too much is
-buffered) and this instance's share of the account's budget (its partitions out of all)."""
+"""Small controls of the run loop: handing a fetched batch over record by record without holding
+the event loop, backpressure (pause the partitions while too much is buffered) and this
+instance's share of the account's budget (its partitions out of all)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import structlog
 
@@ -12,7 +15,43 @@ from connector.offsets import OffsetLedger
 from connector.ratelimit import Budget
 from connector.source.consumer import KafkaSource
 
+T = TypeVar("T")
+
 log = structlog.get_logger(__name__)
+
+# Seconds of record processing after which the loop lets the event loop run. A fetched batch
+# (up to consume_batch_size records) takes tens of ms: held in one piece, the batches closed
+# meanwhile waited for it to be sent and answers waited to be read, leaving lanes idle.
+SLICE_SECONDS = 0.005
+_CHECK_EVERY = 32  # records between two looks at the clock
+
+
+async def take_all(
+    msgs: Sequence[T],
+    take: Callable[[T, int, float], Awaitable[None] | None],
+    epoch: int,
+    now: float,
+    *,
+    stopped: Callable[[], bool],
+    clock: Callable[[], float],
+    slice_seconds: float = SLICE_SECONDS,
+) -> None:
+    """``take(msg, epoch, now)`` for each message in order, awaiting what it returns when it
+    returns something (a record waiting for the Schema Registry), until ``stopped()``. Every
+    ``slice_seconds`` of work the event loop gets a turn: lanes send the batches closed meanwhile
+    and read answers, the linger clock and the committer run, and rebalance callbacks are served
+    (a message fetched under an assignment that has ended since is not tracked: see
+    Checkpoint.track)."""
+    due = clock() + slice_seconds
+    for i, msg in enumerate(msgs, 1):
+        if stopped():
+            return
+        waiting = take(msg, epoch, now)
+        if waiting is not None:
+            await waiting
+        elif not i % _CHECK_EVERY and clock() >= due:
+            await asyncio.sleep(0)
+            due = clock() + slice_seconds
 
 
 class Backpressure:
