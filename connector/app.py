@@ -135,13 +135,13 @@ class Connector:
             on_rejected=self.router.rejected_by_api,
             on_accepted=self._accepted,
         )
+        self._stop = asyncio.Event()
         self.backpressure = Backpressure(
-            self.source, self.checkpoint.ledger, p, self.delivery.flush_all
+            self.source, self.checkpoint.ledger, p, self.delivery, self._stop
         )
         self.failure: ConnectorError | None = None
         self.exit_code = ExitCode.OK
         self.observability_port: int | None = None
-        self._stop = asyncio.Event()
         self._hurry = asyncio.Event()  # a second signal: end the shutdown's grace period now
         self._closing = False
         # Counted per record, published to the metrics once per batch (see _publish_consumed).

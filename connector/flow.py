@@ -5,6 +5,7 @@ instance's share of the account's budget (its partitions out of all)."""
 from __future__ import annotations
 
 import asyncio
+from asyncio import FIRST_COMPLETED as FIRST
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -13,6 +14,7 @@ import structlog
 from connector.config import PipelineSettings
 from connector.offsets import OffsetLedger
 from connector.ratelimit import Budget
+from connector.sink.delivery import Delivery
 from connector.source.consumer import KafkaSource
 
 T = TypeVar("T")
@@ -54,38 +56,81 @@ async def take_all(
             due = clock() + slice_seconds
 
 
+# How long a full buffer may wait for the lanes to make room before the partitions are paused.
+# Pausing purges librdkafka's prefetched records and resuming fetches them again; while a
+# refetch from a slow broker was under way the lanes ran dry. A loop that only outruns its lanes
+# waits here for a few answers; lanes that stay stuck (an outage, 429s) get the pause.
+CATCH_UP_SECONDS = 1.0
+
+
 class Backpressure:
-    """Pause every partition once the buffer is full, resume once half of it has drained; the
-    consumer keeps being polled meanwhile, so the group never evicts the instance."""
+    """Bound what is held: once the buffer is full, wait up to ``CATCH_UP_SECONDS`` for the
+    lanes to bring it under its cap (lanes with nothing else to do send their open batch); if
+    they do not, pause every partition, and resume once half of it has drained. The consumer
+    keeps being polled while paused, so the group never evicts the instance."""
 
     def __init__(
         self,
         source: KafkaSource,
         ledger: OffsetLedger,
         settings: PipelineSettings,
-        flush: Callable[[], None],
+        delivery: Delivery,
+        stop: asyncio.Event,
+        *,
+        catch_up_seconds: float = CATCH_UP_SECONDS,
     ) -> None:
         self._source = source
         self._ledger = ledger
         self._max_records = settings.max_buffered_records
         self._max_bytes = settings.max_buffered_bytes
-        self._flush = flush  # a paused stream must not wait for linger
+        self._delivery = delivery
+        self._stop = stop
+        self._catch_up_seconds = catch_up_seconds
+
+    def full(self) -> bool:
+        ledger = self._ledger
+        return (
+            ledger.buffered_records >= self._max_records or ledger.buffered_bytes >= self._max_bytes
+        )
 
     async def apply(self) -> None:
         source, ledger = self._source, self._ledger
-        full = (
-            ledger.buffered_records >= self._max_records or ledger.buffered_bytes >= self._max_bytes
-        )
+        full = self.full()
         if source.fresh:
             await source.settle_fresh(pause=full)
+        if full and not source.paused:
+            full = await self._catch_up()
         if full:
-            self._flush()
+            self._delivery.flush_all()  # a paused stream must not wait for linger
             await source.pause(source.assignment)
         elif source.paused and (
             ledger.buffered_records < self._max_records // 2
             and ledger.buffered_bytes < self._max_bytes // 2
         ):
             await source.resume(list(source.paused))
+
+    async def _catch_up(self) -> bool:
+        """Wait for answers until the buffer is under its cap (False), or, after the catch-up
+        time or at a stop, say it is still full (True)."""
+        delivery = self._delivery
+        delivery.flush_idle()  # an open batch of an idle lane would otherwise wait for linger
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._catch_up_seconds
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            while self.full():
+                left = deadline - loop.time()
+                if left <= 0 or self._stop.is_set():
+                    return True
+                delivery.progress.clear()
+                answered = asyncio.ensure_future(delivery.progress.wait())
+                try:
+                    await asyncio.wait((answered, stopping), timeout=left, return_when=FIRST)
+                finally:
+                    answered.cancel()
+            return False
+        finally:
+            stopping.cancel()
 
 
 class BudgetShare:

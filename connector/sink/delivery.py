@@ -199,6 +199,12 @@ class Delivery:
         for lane in self.lanes:
             self._flush_lane(lane)
 
+    def flush_idle(self) -> None:
+        """Close the open batch of every lane with nothing queued or in flight."""
+        for lane in self.lanes:
+            if not lane.busy and not lane.queue:
+                self._flush_lane(lane)
+
     def _flush_lane(self, lane: Lane) -> None:
         closed = lane.batcher.flush()
         lane.opened_at = None

@@ -375,6 +375,20 @@ def test_the_oldest_open_batch_sets_when_the_linger_clock_fires_next() -> None:
     assert due is None or due == pytest.approx(still_open[0] + 0.2)
 
 
+def test_flush_idle_closes_only_the_open_batches_of_lanes_with_nothing_to_send() -> None:
+    h = Harness(ScriptedClient([]), lanes=2)
+    a, b = h.delivery.lanes
+    customers: dict[int, str] = {}
+    for name in (f"c{i}" for i in range(50)):  # one customer for each lane
+        customers.setdefault(hash(name) % 2, name)
+    for offset, lane in enumerate((0, 1)):
+        h.add(offset, customers[lane])
+    a.busy = True  # lane 0 has a request in flight: its open batch may still fill
+    h.delivery.flush_idle()
+    assert (len(a.queue), a.opened_at is not None) == (0, True)
+    assert (len(b.queue), b.opened_at) == (1, None)  # lane 1 was idle: its batch goes out now
+
+
 # ----- answers that are not MoEngage's ----------------------------------------------------------
 
 HTML_400 = b"<html><body><h1>400 Bad Request</h1>Request blocked by policy</body></html>"
