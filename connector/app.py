@@ -160,6 +160,7 @@ class Connector:
 
     def request_stop(self) -> None:
         self._stop.set()
+        self.delivery.progress.set()  # a wait for room (backpressure) re-checks and sees the stop
 
     @property
     def stopping(self) -> bool:
@@ -181,7 +182,7 @@ class Connector:
             self.failure = error
             self.exit_code = code
             self.health.set_fatal(fatal_reason(error))
-        self._stop.set()
+        self.request_stop()
 
     async def run(self) -> int:
         try:
@@ -577,9 +578,7 @@ class Connector:
             grace = self.settings.pipeline.shutdown_grace_seconds
             deadline = loop.time() + min(REVOKE_DRAIN_SECONDS, grace)
             while self.checkpoint.pending_records(keys) and loop.time() < deadline:
-                delivery.progress.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(delivery.progress.wait(), deadline - loop.time())
+                await delivery.next_answer(deadline - loop.time())
         final = self.checkpoint.revoked(keys)
         self._partitions_gone(keys)
         return final

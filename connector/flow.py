@@ -5,7 +5,6 @@ instance's share of the account's budget (its partitions out of all)."""
 from __future__ import annotations
 
 import asyncio
-from asyncio import FIRST_COMPLETED as FIRST
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -111,26 +110,17 @@ class Backpressure:
 
     async def _catch_up(self) -> bool:
         """Wait for answers until the buffer is under its cap (False), or, after the catch-up
-        time or at a stop, say it is still full (True)."""
+        time or at a stop (which sets ``delivery.progress``), say it is still full (True)."""
         delivery = self._delivery
         delivery.flush_idle()  # an open batch of an idle lane would otherwise wait for linger
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._catch_up_seconds
-        stopping = asyncio.ensure_future(self._stop.wait())
-        try:
-            while self.full():
-                left = deadline - loop.time()
-                if left <= 0 or self._stop.is_set():
-                    return True
-                delivery.progress.clear()
-                answered = asyncio.ensure_future(delivery.progress.wait())
-                try:
-                    await asyncio.wait((answered, stopping), timeout=left, return_when=FIRST)
-                finally:
-                    answered.cancel()
-            return False
-        finally:
-            stopping.cancel()
+        while self.full():
+            left = deadline - loop.time()
+            if left <= 0 or self._stop.is_set():
+                return True
+            await delivery.next_answer(left)
+        return False
 
 
 class BudgetShare:

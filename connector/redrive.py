@@ -493,8 +493,7 @@ class Redrive:
     async def _wait_for_room(self, delivery: Delivery) -> None:
         limit = self.settings.pipeline.max_buffered_records
         while self.ledger.buffered_records >= limit and delivery.fatal is None:
-            delivery.progress.clear()
-            await delivery.progress.wait()
+            await delivery.next_answer()
 
     async def _until_settled(self, delivery: Delivery) -> None:
         await delivery.wait_idle()

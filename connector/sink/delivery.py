@@ -31,6 +31,7 @@ records stay unacknowledged (read again after a restart), while requests in flig
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import random
 from collections import Counter, deque
@@ -233,6 +234,13 @@ class Delivery:
     def _settled(self) -> bool:
         """Nothing is being sent or waits to be: each lane is idle or has stopped waiting."""
         return all(lane.stopped or (not lane.queue and not lane.busy) for lane in self.lanes)
+
+    async def next_answer(self, seconds: float | None = None) -> None:
+        """Until a request finishes (or :attr:`progress` is set for another reason: waiters
+        re-check their condition), or ``seconds`` have passed (None: no limit)."""
+        self.progress.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.progress.wait(), seconds)
 
     async def wait_idle(self) -> None:
         """Until every queued batch has been answered, or given up on because the connector is

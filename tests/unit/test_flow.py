@@ -4,6 +4,7 @@ holding the event loop) and Backpressure (a full buffer waits for the lanes, the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Awaitable, Callable
 from typing import cast
@@ -127,6 +128,11 @@ class FakeDelivery:
         self.progress = asyncio.Event()
         self.calls: list[str] = []
 
+    async def next_answer(self, seconds: float | None = None) -> None:  # as Delivery's
+        self.progress.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.progress.wait(), seconds)
+
     def flush_all(self) -> None:
         self.calls.append("flush_all")
 
@@ -189,9 +195,10 @@ async def test_a_stop_ends_the_catch_up_at_once() -> None:
     source, ledger, delivery = FakeSource(), FakeLedger(1000), FakeDelivery()
     stop = asyncio.Event()
 
-    async def stop_soon() -> None:
+    async def stop_soon() -> None:  # as Connector.request_stop: the stop, and waiters woken
         await asyncio.sleep(0)
         stop.set()
+        delivery.progress.set()
 
     stopper = asyncio.create_task(stop_soon())
     # A catch-up time no test run reaches: only the stop can end this wait.
