@@ -241,10 +241,12 @@ class Connector:
         try:
             started = await self._credentials_accepted()
             if started:
-                # The group join runs while the claims log is read (about a second): the first
-                # record is taken only once both are done, so nothing is read or committed before.
+                # The group join (seconds: brokers hold a new group's first join for
+                # group.initial.rebalance.delay.ms) runs while the Schema Registry client is
+                # built and the claims log is read: the first record is taken only once all are
+                # done, so nothing is read or committed before.
                 await self.source.start()
-                started = await self._catalogue_started()
+                started = self._processor_opened() and await self._catalogue_started()
             if not started:
                 await self.source.close()  # nothing read, nothing to commit: leave the group
                 return int(self.exit_code)
@@ -256,6 +258,17 @@ class Connector:
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
         return int(self.exit_code)
+
+    def _processor_opened(self) -> bool:
+        """:meth:`RecordProcessor.open`; False (exit 2) if the registry client refuses its
+        ``schema_registry.properties``."""
+        try:
+            self.processor.open()
+        except ConfigError as e:
+            log.error("connector_stopped", reason=str(e), exit_code=int(ExitCode.CONFIG))
+            self._fail(e, ExitCode.CONFIG)
+            return False
+        return True
 
     async def _credentials_accepted(self) -> bool:
         """The start-up check (``connector/credcheck.py``) before the consumer subscribes:

@@ -354,7 +354,7 @@ def _validate(args: argparse.Namespace) -> int:
         return 1
     problems: list[tuple[str, str]] = kafka_config_problems(settings)
     try:
-        RecordProcessor(settings)  # decoders, schemas, transforms and validation rules
+        RecordProcessor(settings).open()  # decoders, schemas, transforms, rules, registry client
     except ConfigError as e:
         problems.extend(e.problems)
     try:
@@ -431,6 +431,7 @@ def _preview(args: argparse.Namespace) -> int:
         print(f"error: topic {args.topic!r} is not in the configuration (have: {names})")
         return 2
     processor = RecordProcessor(settings)  # the same record processor as 'run'
+    processor.open()
     _configure_logging(settings)  # librdkafka's lines too, as JSON on stderr; elements on stdout
     preflight = check_schemas(settings, [index])
     for note in preflight.notes:

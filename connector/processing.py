@@ -114,9 +114,16 @@ class TopicPipeline:
     fast: Callable[[Any], Prepared | None] | None = None
 
 
-def build_pipelines(settings: Settings) -> dict[str, TopicPipeline]:
+def schema_lookup(settings: Settings) -> SchemaLookup | None:
+    """The Schema Registry lookup the settings ask for (not yet opened: see SchemaLookup.open)."""
+    return SchemaLookup(settings.schema_registry) if settings.schema_registry else None
+
+
+def build_pipelines(
+    settings: Settings, registry: SchemaLookup | None = None
+) -> dict[str, TopicPipeline]:
     """Decoders and transforms for every topic; raises ConfigError naming every key to fix."""
-    registry = SchemaLookup(settings.schema_registry) if settings.schema_registry else None
+    registry = registry or schema_lookup(settings)
     pipes = {}
     problems: list[tuple[str, str]] = []
     for i, topic in enumerate(settings.topics):
@@ -154,7 +161,8 @@ class RecordProcessor:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_policy: Counter | None = None,
     ) -> None:
-        self.pipelines = build_pipelines(settings)
+        self._registry = schema_lookup(settings)
+        self.pipelines = build_pipelines(settings, self._registry)
         self.validator = build_validator(settings)
         # MoEngage's data-tracking policy, after validation (see connector/policycheck.py).
         self._preflight = Preflight(
@@ -176,6 +184,13 @@ class RecordProcessor:
                     self._preflight.short_names.known,
                     self._max_element_bytes,
                 )
+
+    def open(self) -> None:
+        """Build the Schema Registry client, if a topic needs one (ConfigError on properties it
+        refuses). Before the first record: ``run`` calls it while its group join is under way,
+        ``validate``, ``preview`` and ``redrive`` at once."""
+        if self._registry is not None:
+            self._registry.open()
 
     def process(self, msg: Message) -> list[Prepared]:
         """The elements of one message (none: the transform filtered it out). Raises

@@ -217,6 +217,7 @@ class Redrive:
     ) -> None:
         self.settings, self.credentials, self.opt, self.out = settings, credentials, options, out
         self.processor = RecordProcessor(settings)
+        self.processor.open()
         # The account's caps hold for re-driven records too: a name is sent only once claimed.
         self.catalogue = make_guard(settings, credentials.workspace_id)
         self.summary = Summary()

@@ -38,9 +38,6 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import orjson
-from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.error import OAuthTokenError
-from confluent_kafka.schema_registry.error import SchemaRegistryError as _ClientRegistryError
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import LOGICAL_READERS
 from fastavro.repository.base import AbstractSchemaRepository, SchemaRepositoryError
@@ -683,6 +680,8 @@ def make_decoder(
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
     """Network failures the registry client lets through (it uses httpx2, or httpx)."""
+    from confluent_kafka.schema_registry.error import OAuthTokenError  # noqa: PLC0415
+
     found: list[type[BaseException]] = [OSError, OAuthTokenError]
     for module in ("httpx2", "httpx"):
         with contextlib.suppress(ImportError):
@@ -704,13 +703,30 @@ class SchemaLookup:
         self._secrets = _secrets(config)
         self._url = _strip_userinfo(registry.url)
         self._cache: dict[int, Any] = {}
-        self._transport = _transport_errors()
-        if client is None:
+        self._config = config
+        self._client = client
+        self._client_error: type[Any] = Exception  # the client's error class, set by open()
+        self._transport: tuple[type[BaseException], ...] = ()
+
+    def open(self) -> None:
+        """Build the registry client (ConfigError on properties it refuses); connects nothing.
+
+        Apart from construction because confluent-kafka's registry package costs about 0.1 s and
+        13 MB to import (httpx, authlib, cryptography): ``run`` builds it while its group join is
+        under way, and a configuration without a registry never imports it. Idempotent; the
+        first :meth:`get` opens the lookup if nothing did."""
+        if self._transport:
+            return
+        from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415
+        from confluent_kafka.schema_registry.error import SchemaRegistryError  # noqa: PLC0415
+
+        if self._client is None:
             try:
-                client = SchemaRegistryClient(config)
+                self._client = SchemaRegistryClient(self._config)
             except (ValueError, TypeError) as e:
                 raise ConfigError([("schema_registry", self._redact(str(e)))]) from None
-        self._client = client
+        self._client_error = SchemaRegistryError
+        self._transport = _transport_errors()
 
     def get(self, schema_id: int) -> Any:
         """The parsed writer schema with id ``schema_id``, from the cache after the first call."""
@@ -720,6 +736,7 @@ class SchemaLookup:
         return parsed
 
     def _fetch(self, schema_id: int) -> Any:
+        self.open()
         try:
             schema = self._client.get_schema(schema_id)
             if (schema.schema_type or "AVRO") != "AVRO":
@@ -729,7 +746,7 @@ class SchemaLookup:
                 )
             references: dict[str, str] = {}
             self._collect_references(schema, references)
-        except _ClientRegistryError as e:
+        except self._client_error as e:
             # 40403 "schema not found"; a 404 without a registry code is more likely a wrong URL.
             if e.http_status_code == 404 and 40400 <= (e.error_code or 0) < 40500:
                 raise SchemaNotFoundError(schema_id) from None

@@ -169,6 +169,35 @@ def test_wrong_registry_credentials_stop_the_connector_without_commits_or_leaks(
     assert all(offset < 0 for offset in committed.values()), committed
 
 
+def test_a_registry_property_the_client_refuses_stops_run_with_exit_2_and_reads_nothing(
+    broker: LocalBroker,
+    auth_registry: BackgroundApp,
+    sandbox: SandboxProcess,
+    connector: Callable[..., ConnectorProcess],
+    names: Callable[[str], str],
+) -> None:
+    """The registry client is built while the group join is under way (not before the first log
+    line, as it once was); a property it refuses still stops the run with the configuration
+    exit code, names the key, prints no secret and commits nothing."""
+    topic = fresh_topic(broker, names("sr-badprop-users"), 2)
+    group = names("group")
+    _, ends = _users_topic(broker, auth_registry.url, topic, 5)
+    cfg = _config(broker, sandbox, auth_registry, group, topic)
+    cfg["schema_registry"]["properties"] = {"basic.auth.user.inf": "${SR_KEY}:${SR_SECRET}"}
+
+    proc = connector(cfg, env={"SR_KEY": SR_USER, "SR_SECRET": SR_PASSWORD})
+    assert proc.wait(60) == ExitCode.CONFIG
+
+    stopped = next(e for e in proc.log_events() if e.get("event") == "connector_stopped")
+    assert stopped["exit_code"] == ExitCode.CONFIG
+    assert "basic.auth.user.inf" in stopped["reason"]
+    assert not [s for s in _secret_forms(SR_USER, SR_PASSWORD) if s in proc.log()]
+    assert sandbox.admin("GET", "users") == {}
+    committed = committed_offsets(broker.bootstrap, group, topic)
+    assert all(offset < 0 for offset in committed.values()), committed
+    assert set(committed) == set(ends)
+
+
 def test_credentials_in_the_moengage_url_stop_run_before_anything_prints_them(
     tmp_path: Path,
 ) -> None:

@@ -6,6 +6,8 @@ import json
 import math
 import random
 import socket
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from datetime import UTC, date, datetime, time, timedelta
@@ -782,3 +784,61 @@ def test_unknown_local_timezone_is_a_configuration_error() -> None:
             environ={},
         )
     assert "validation.local_timezone" in str(info.value)
+
+
+def _registry_settings(properties: dict[str, Any]) -> Settings:
+    return parse_settings(
+        {
+            "moengage": {"data_center": "01"},
+            "kafka": {"bootstrap.servers": "x:1", "group.id": "g"},
+            "schema_registry": {"url": "http://127.0.0.1:9", "properties": properties},
+            "topics": [
+                {"name": "t", "format": "confluent", "transform": {"entry_point": "passthrough"}}
+            ],
+        },
+        base_dir=REPO,
+        environ={},
+    )
+
+
+def test_a_registry_property_the_client_refuses_is_a_config_error_when_the_lookup_opens() -> None:
+    """Built apart from the constructor (``run`` builds it during the group join); the error
+    names the key and never the value."""
+    from connector.processing import RecordProcessor  # noqa: PLC0415
+
+    processor = RecordProcessor(_registry_settings({"basic.auth.user.inf": "bob:hunter22"}))
+    with pytest.raises(ConfigError) as info:
+        processor.open()
+    assert info.value.problems[0][0] == "schema_registry"
+    assert "basic.auth.user.inf" in info.value.problems[0][1]
+    assert "hunter22" not in str(info.value)
+    # get() on a lookup never opened opens it first: the same error, not an AttributeError.
+    s = _registry_settings({"basic.auth.user.inf": "bob:hunter22"})
+    assert s.schema_registry is not None
+    with pytest.raises(ConfigError):
+        SchemaLookup(s.schema_registry).get(1)
+
+
+def test_a_configuration_without_a_registry_never_imports_the_registry_client() -> None:
+    """confluent-kafka's registry package costs ~0.1 s and ~13 MB to import: ``run`` with raw
+    Avro or JSON topics only does not pay it (nor does building the processor with one)."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import connector.cli, connector.app\n"
+        "from connector.config import parse_settings\n"
+        "from connector.processing import RecordProcessor\n"
+        "s = parse_settings({'moengage': {'data_center': '01'},"
+        " 'kafka': {'bootstrap.servers': 'x:1', 'group.id': 'g'},"
+        " 'schema_registry': {'url': 'http://127.0.0.1:9'},"
+        " 'topics': [{'name': 't', 'format': 'confluent',"
+        " 'transform': {'entry_point': 'passthrough'}}]}, base_dir=Path('.'), environ={})\n"
+        "p = RecordProcessor(s)\n"
+        "print('confluent_kafka.schema_registry' in sys.modules)\n"
+        "p.open()\n"
+        "print('confluent_kafka.schema_registry' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    ).stdout.split()
+    assert out == ["False", "True"]
