@@ -11,7 +11,17 @@ alone and for the whole path; ``--profile`` adds a cProfile table of the whole p
 The ``fastavro reader alone`` row is the very ``schemaless_reader`` call the decoders make (same
 parsed schema, same offset past the Confluent header) without anything the connector does around
 it; ``outside the reader`` is the whole path minus that row: the connector's own CPU per record.
-Under callgrind, ``--only reader`` minus ``--only setup`` is the reader's instruction count.
+
+Counted in instructions, only inside the measured loop (nothing of the start-up, imports or
+OpenSSL's initialisation, which vary from run to run), each ``--only`` run once::
+
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --toggle-collect=_operator_call \
+        python -m bench.hotpath --records 6000 --only whole    # then --only reader
+
+``Collected`` in valgrind's summary is the loop's instructions: (whole - reader) / records is the
+connector's own work per record. Without ``--toggle-collect``, ``--only reader`` minus ``--only
+setup`` is the reader's count (the older way, which carries whatever one-off work differs between
+the runs).
 
 This is where the loop's cost per record is read and attributed; ``make bench`` measures the
 real process end to end.
@@ -23,6 +33,7 @@ import argparse
 import asyncio
 import cProfile
 import gc
+import operator
 import pstats
 import sys
 import time
@@ -146,7 +157,7 @@ def _reader(conn: Connector, msgs: list[Message]) -> Callable[[], None]:
 def _cpu_us(n: int, fn: Callable[[], object]) -> float:
     gc.collect()
     started = time.process_time()
-    fn()
+    operator.call(fn)  # the C frame callgrind's --toggle-collect=_operator_call counts inside
     return (time.process_time() - started) / n * 1e6
 
 
