@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import sys
 import tracemalloc
 from decimal import Decimal
 
@@ -180,6 +181,27 @@ def test_m_updates_of_one_customer_become_one_element_with_the_last_values() -> 
     assert element["attributes"] == {"plan": "enterprise", "city": "Pune", "seats": 5}
     assert batch.users == 1  # the users/min budget is spent once
     assert b.coalesced_updates == 2
+
+
+@pytest.mark.parametrize("coalesce", ["request", "backlog"])
+def test_a_waiting_profile_element_is_held_as_its_bytes_only(coalesce: str) -> None:
+    """A batch keeps no reference to the element dicts it was given (a merge reads the earlier
+    element back from its JSON): a buffer full of profile updates held ~2 kB more each."""
+    b = Batcher(100_000, coalesce=coalesce)  # type: ignore[arg-type]
+    first, other = _update("c1", plan="free", city="Pune"), _update("c2", plan="free")
+    refs = sys.getrefcount(first), sys.getrefcount(other)
+    _add(b, first, _slot(0), Cost(users=1))
+    _add(b, other, _slot(1), Cost(users=1))
+    assert (sys.getrefcount(first), sys.getrefcount(other)) == refs
+    _add(b, _update("c1", plan="pro"), _slot(2), Cost(users=1))
+    batch = b.flush()
+    assert batch is not None
+    elements = orjson.loads(batch.body())["elements"]
+    assert [e["attributes"] for e in elements] == [
+        {"plan": "pro", "city": "Pune"},
+        {"plan": "free"},
+    ]
+    assert b.coalesced_updates == 1  # merged all the same
 
 
 def test_coalescing_never_reorders_a_customers_updates_and_events() -> None:
