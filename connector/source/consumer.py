@@ -107,13 +107,16 @@ class KafkaSource:
 
     def _start_sync(self) -> None:
         self._consumer = Consumer({**self._config, "error_cb": self._error_cb})
-        self._refresh_total(self._consumer)  # before the first assignment needs it
+        # Subscribe first: the join starts at once (the broker holds a new group's first join
+        # for seconds). The count is still in before the first assignment needs it: assignments
+        # are delivered by consume(), which runs on this same thread after this returns.
         self._consumer.subscribe(
             self._topics,
             on_assign=self._assign_cb,
             on_revoke=self._revoke_cb,
             on_lost=self._lost_cb,
         )
+        self._refresh_total(self._consumer)
 
     def _error_cb(self, err: KafkaError) -> None:
         self.last_error = err
