@@ -7,6 +7,7 @@ processes still running (the broker, the sandbox) and for a snapshot at a moment
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import os
 import signal
@@ -70,6 +71,14 @@ def reap(proc: subprocess.Popen[Any], timeout: float) -> Usage:
     code = os.waitstatus_to_exitcode(status)
     proc.returncode = code  # Popen must not try to reap it again
     return Usage(code, ru.ru_utime, ru.ru_stime, ru.ru_maxrss / 1024)
+
+
+def compile_bytecode(package: Path) -> None:
+    """Write ``package``'s bytecode (``__pycache__``) as ``pip install`` does, so a connector
+    started from a source tree starts as an installed one: with ``PYTHONDONTWRITEBYTECODE`` set
+    (the Dockerfile sets it, so do some CI images) every start compiled every module again, and
+    start-up grew with the size of the code, not with what it does."""
+    compileall.compile_dir(str(package), quiet=1)
 
 
 def parse_log_events(path: Path) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ stand-in and one sandbox, creates ``make bench``'s two topics (nothing in them),
 same interpreter and packages for all), and prints, per tree, seconds from the process start to
 ``connector_starting`` (imports and construction), to ``catalogue_ready`` and to
 ``partitions_assigned`` (the figure ``make bench`` calls "start-up + group join"). Without a
-tree, this one.
+tree, this one. Each tree's bytecode is written first, as ``pip install`` does.
 
 To compare two commits: ``git worktree add /tmp/a <rev>`` for each, then
 ``python -m bench.startup --runs 6 /tmp/a /tmp/b``.
@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from bench.phases import backlog_topics
-from bench.procs import log_time, parse_log_events, reap
+from bench.procs import compile_bytecode, log_time, parse_log_events, reap
 from bench.runner import API_KEY, WORKSPACE, write_config
 from bench.workload import EVENTS_TOPIC, PARTITIONS, USERS_TOPIC, register_user_schema
 from connector.devtools.broker import LocalBroker
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     trees = [t.resolve() for t in args.trees] or [REPO]
     args.out.mkdir(parents=True, exist_ok=True)
+    for tree in trees:
+        compile_bytecode(tree / "connector")  # each starts as installed (bench/procs.py)
     configure("warning", "console")
     found: dict[Path, list[dict[str, float]]] = {t: [] for t in trees}
     with LocalBroker(log_path=args.out / "broker.log") as broker:
