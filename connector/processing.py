@@ -115,8 +115,13 @@ class TopicPipeline:
 
 
 def schema_lookup(settings: Settings) -> SchemaLookup | None:
-    """The Schema Registry lookup the settings ask for (not yet opened: see SchemaLookup.open)."""
-    return SchemaLookup(settings.schema_registry) if settings.schema_registry else None
+    """The Schema Registry lookup the ``confluent`` topics need (not yet opened: see
+    SchemaLookup.open); None without such a topic or without ``schema_registry``."""
+    if settings.schema_registry is None or not any(
+        t.format == "confluent" for t in settings.topics
+    ):
+        return None
+    return SchemaLookup(settings.schema_registry)
 
 
 def build_pipelines(

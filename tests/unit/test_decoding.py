@@ -819,21 +819,24 @@ def test_a_registry_property_the_client_refuses_is_a_config_error_when_the_looku
         SchemaLookup(s.schema_registry).get(1)
 
 
-def test_a_configuration_without_a_registry_never_imports_the_registry_client() -> None:
-    """confluent-kafka's registry package costs ~0.1 s and ~13 MB to import: ``run`` with raw
-    Avro or JSON topics only does not pay it (nor does building the processor with one)."""
+def test_the_registry_package_is_imported_only_when_the_lookup_opens() -> None:
+    """confluent-kafka's registry package costs ~0.1 s and ~13 MB to import: the connector's
+    modules and the record processor do not import it (``run`` opens the lookup during the group
+    join; a configuration without a ``confluent`` topic never does)."""
     code = (
         "import sys\n"
         "from pathlib import Path\n"
         "import connector.cli, connector.app\n"
         "from connector.config import parse_settings\n"
         "from connector.processing import RecordProcessor\n"
-        "s = parse_settings({'moengage': {'data_center': '01'},"
+        "def processor(fmt):\n"
+        "    return RecordProcessor(parse_settings({'moengage': {'data_center': '01'},"
         " 'kafka': {'bootstrap.servers': 'x:1', 'group.id': 'g'},"
         " 'schema_registry': {'url': 'http://127.0.0.1:9'},"
-        " 'topics': [{'name': 't', 'format': 'confluent',"
-        " 'transform': {'entry_point': 'passthrough'}}]}, base_dir=Path('.'), environ={})\n"
-        "p = RecordProcessor(s)\n"
+        " 'topics': [{'name': 't', 'format': fmt,"
+        " 'transform': {'entry_point': 'passthrough'}}]}, base_dir=Path('.'), environ={}))\n"
+        "processor('json').open()  # a registry configured, no confluent topic to use it\n"
+        "p = processor('confluent')\n"
         "print('confluent_kafka.schema_registry' in sys.modules)\n"
         "p.open()\n"
         "print('confluent_kafka.schema_registry' in sys.modules)\n"
