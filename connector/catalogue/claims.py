@@ -33,7 +33,6 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from connector.catalogue.rule import Catalogue, Names, Refusal
 from connector.deadletter import producer_config
@@ -116,25 +115,30 @@ class ClaimsLog:
         await self._write({"id": uuid.uuid4().hex, "sync": True})
 
     def _open_sync(self) -> None:
-        admin = AdminClient({**self._producer_config, **self._client_props()})
+        # The producer asks for the metadata: an admin client (three more librdkafka threads) is
+        # made only to create the topic, once per account.
+        producer = Producer({**self._producer_config, **self._client_props(), "linger.ms": 0})
         try:
             # All topics: a request naming the topic may auto-create it with many partitions.
-            meta = admin.list_topics(timeout=_PROBE_TIMEOUT).topics.get(self.topic)
+            meta = producer.list_topics(timeout=_PROBE_TIMEOUT).topics.get(self.topic)
         except KafkaException as e:
             err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
             if err is not None and err.code() in _UNREACHABLE:
                 raise CatalogueUnreachable(f"catalogue topic {self.topic}: {err.str()}", err) from e
             raise CatalogueUnavailable(f"catalogue topic {self.topic}: {e}") from e
         if meta is None or meta.error is not None:
-            self._create_sync(admin)
+            self._create_sync()
         elif len(meta.partitions) != 1:
             raise CatalogueUnavailable(
                 f"catalogue topic {self.topic} has {len(meta.partitions)} partitions; claims are "
                 "decided by their order in one partition: give catalogue.topic a new name"
             )
-        self._producer = Producer({**self._producer_config, **self._client_props(), "linger.ms": 0})
+        self._producer = producer
 
-    def _create_sync(self, admin: AdminClient) -> None:
+    def _create_sync(self) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # noqa: PLC0415
+
+        admin = AdminClient({**self._producer_config, **self._client_props()})
         new = NewTopic(self.topic, 1, self._replication, config=_TOPIC_CONFIG)
         try:
             admin.create_topics([new])[self.topic].result(_ADMIN_TIMEOUT)
