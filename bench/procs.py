@@ -1,8 +1,13 @@
 """Child processes measured from outside: start, CPU from /proc, reap with ``os.wait4``.
 
-``os.wait4`` gives the child's exact user and system CPU time and its peak resident set size
-(``ru_maxrss``, KiB on Linux) once it has exited; ``/proc/<pid>/stat`` gives CPU time so far for
-processes still running (the broker, the sandbox) and for a snapshot at a moment of interest.
+``os.wait4`` gives the child's exact user and system CPU time once it has exited;
+``/proc/<pid>/stat`` gives CPU time so far for processes still running (the broker, the sandbox)
+and for a snapshot at a moment of interest.
+
+Peak memory is the child's own high-water mark, ``VmHWM`` in ``/proc/<pid>/status``, read until it
+exits. Not wait4's ``ru_maxrss``: ``subprocess`` starts a child with vfork + exec, and the kernel
+keeps the high-water mark of the memory the child had before the exec -- this harness's, about
+78 MB -- as the floor of its ``ru_maxrss``. A connector that peaked at 67 MB was reported at 79.
 """
 
 from __future__ import annotations
@@ -55,10 +60,24 @@ class Usage:
         return self.user_s + self.system_s
 
 
-def reap(proc: subprocess.Popen[Any], timeout: float) -> Usage:
-    """Wait for ``proc`` to exit (SIGKILL after ``timeout``) and return its rusage."""
+def vm_hwm_kb(pid: int) -> int | None:
+    """The process's own peak resident set so far (``VmHWM``, KiB); None once it has exited."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return None  # a zombie: its memory is gone
+
+
+def reap(proc: subprocess.Popen[Any], timeout: float, peak_kb: int = 0) -> Usage:
+    """Wait for ``proc`` to exit (SIGKILL after ``timeout``) and return its rusage, with its own
+    peak RSS (``peak_kb``: the highest ``VmHWM`` seen before, if any; read again while waiting)."""
     deadline = time.monotonic() + timeout
     while True:
+        peak_kb = max(peak_kb, vm_hwm_kb(proc.pid) or 0)
         pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
         if pid == proc.pid:
             break
@@ -70,7 +89,7 @@ def reap(proc: subprocess.Popen[Any], timeout: float) -> Usage:
         time.sleep(0.02)
     code = os.waitstatus_to_exitcode(status)
     proc.returncode = code  # Popen must not try to reap it again
-    return Usage(code, ru.ru_utime, ru.ru_stime, ru.ru_maxrss / 1024)
+    return Usage(code, ru.ru_utime, ru.ru_stime, (peak_kb or ru.ru_maxrss) / 1024)
 
 
 def compile_bytecode(package: Path) -> None:
@@ -109,6 +128,7 @@ class ConnectorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.usage: Usage | None = None
+        self._peak_kb = 0  # the highest VmHWM read so far
 
     def start(self) -> ConnectorProcess:
         self._log = self.log_path.open("wb")
@@ -132,12 +152,14 @@ class ConnectorProcess:
         and lose its rusage.)"""
         if self.proc is None or self.usage is not None:
             return False
+        self._peak_kb = max(self._peak_kb, vm_hwm_kb(self.proc.pid) or 0)
         pid, status, ru = os.wait4(self.proc.pid, os.WNOHANG)
         if pid != self.proc.pid:
             return True
         code = os.waitstatus_to_exitcode(status)
         self.proc.returncode = code
-        self.usage = Usage(code, ru.ru_utime, ru.ru_stime, ru.ru_maxrss / 1024)
+        peak_kb = self._peak_kb or ru.ru_maxrss
+        self.usage = Usage(code, ru.ru_utime, ru.ru_stime, peak_kb / 1024)
         return False
 
     def first_event(self, name: str) -> dict[str, Any] | None:
@@ -149,7 +171,7 @@ class ConnectorProcess:
             if self.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     self.proc.send_signal(signal.SIGTERM)
-            self.usage = reap(self.proc, grace)
+            self.usage = reap(self.proc, grace, self._peak_kb)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -161,7 +183,7 @@ class ConnectorProcess:
         if self.proc is not None and self.usage is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
-            self.usage = reap(self.proc, 10)
+            self.usage = reap(self.proc, 10, self._peak_kb)
         if self._log is not None:
             self._log.close()
             self._log = None
