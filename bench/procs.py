@@ -119,8 +119,16 @@ def log_time(event: dict[str, Any]) -> float:
 class ConnectorProcess:
     """``python -m connector run --config FILE`` with its output in a log file."""
 
-    def __init__(self, python: str, config: Path, log_path: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        python: str,
+        config: Path,
+        log_path: Path,
+        env: dict[str, str],
+        cwd: Path | None = None,
+    ) -> None:
         self.config = config
+        self._cwd = cwd  # the source tree to run from (bench.startup), else this directory
         self.log_path = log_path
         self._python = python
         self._env = env
@@ -136,6 +144,7 @@ class ConnectorProcess:
         self.proc = subprocess.Popen(  # noqa: S603 - our own CLI with a file we wrote
             [self._python, "-m", "connector", "run", "--config", str(self.config)],
             env=self._env,
+            cwd=self._cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -247,6 +247,17 @@ def _watch(
     )
 
 
+def connector_env(**extra: str) -> dict[str, str]:
+    """The environment a benchmarked connector runs with: the sandbox's credentials."""
+    return {
+        **os.environ,
+        "MOENGAGE_WORKSPACE_ID": WORKSPACE,
+        "MOENGAGE_API_KEY": API_KEY,
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
 def run_connector(
     result: RunResult,
     *,
@@ -265,12 +276,7 @@ def run_connector(
 
     ``while_running(pid)`` is called once the partitions are assigned (a producer, a profiler).
     """
-    env = {
-        **os.environ,
-        "MOENGAGE_WORKSPACE_ID": WORKSPACE,
-        "MOENGAGE_API_KEY": API_KEY,
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = connector_env()
     watcher = CommitWatcher(bootstrap, group, partitions)
     proc = ConnectorProcess(sys.executable, config, log_path, env)
     result.log_path = str(log_path)

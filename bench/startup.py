@@ -16,17 +16,15 @@ To compare two commits: ``git worktree add /tmp/a <rev>`` for each, then
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
 from bench.phases import backlog_topics
-from bench.procs import compile_bytecode, log_time, parse_log_events, reap
-from bench.runner import API_KEY, WORKSPACE, write_config
+from bench.procs import ConnectorProcess, compile_bytecode, log_time, parse_log_events
+from bench.runner import API_KEY, WORKSPACE, connector_env, write_config
 from bench.workload import EVENTS_TOPIC, PARTITIONS, USERS_TOPIC, register_user_schema
 from connector.devtools.broker import LocalBroker
 from connector.devtools.kafkautil import create_topics
@@ -45,33 +43,18 @@ def _say(text: str) -> None:
 
 def _one(tree: Path, config: Path, log_path: Path, timeout: float) -> dict[str, float]:
     """Seconds from the process start to each of ``EVENTS`` the log shows by the assignment."""
-    env = {
-        **os.environ,
-        "MOENGAGE_WORKSPACE_ID": WORKSPACE,
-        "MOENGAGE_API_KEY": API_KEY,
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": str(tree),
-    }
-    with log_path.open("wb") as log:
-        started = time.time()
-        proc = subprocess.Popen(  # noqa: S603 - our own CLI with a file we wrote
-            [sys.executable, "-m", "connector", "run", "--config", str(config)],
-            env=env,
-            cwd=tree,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + timeout
-            seen: dict[str, float] = {}
-            while "partitions_assigned" not in seen and time.monotonic() < deadline:
-                time.sleep(0.01)
-                for event in parse_log_events(log_path):
-                    if event.get("event") in EVENTS:
-                        seen.setdefault(str(event["event"]), log_time(event) - started)
-        finally:
-            proc.terminate()
-            reap(proc, 30)
+    env = connector_env(PYTHONPATH=str(tree))
+    proc = ConnectorProcess(sys.executable, config, log_path, env, cwd=tree).start()
+    seen: dict[str, float] = {}
+    try:
+        deadline = time.monotonic() + timeout
+        while "partitions_assigned" not in seen and time.monotonic() < deadline and proc.alive():
+            time.sleep(0.01)
+            for event in parse_log_events(log_path):
+                if event.get("event") in EVENTS:
+                    seen.setdefault(str(event["event"]), log_time(event) - proc.started_at)
+    finally:
+        proc.stop(30)
     return seen
 
 

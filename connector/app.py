@@ -265,10 +265,14 @@ class Connector:
         try:
             self.processor.open()
         except ConfigError as e:
-            log.error("connector_stopped", reason=str(e), exit_code=int(ExitCode.CONFIG))
-            self._fail(e, ExitCode.CONFIG)
+            self._stopped_at_start(e, ExitCode.CONFIG)
             return False
         return True
+
+    def _stopped_at_start(self, error: ConnectorError, code: ExitCode) -> None:
+        """A start-up step failed before any record was read: say why, and stop with ``code``."""
+        log.error("connector_stopped", reason=str(error), exit_code=int(code))
+        self._fail(error, code)
 
     async def _credentials_accepted(self) -> bool:
         """The start-up check (``connector/credcheck.py``) before the consumer subscribes:
@@ -467,9 +471,9 @@ class Connector:
                     return False
                 continue
             except ConnectorError as e:  # the claims topic cannot be used, or the seed file is bad
-                code = ExitCode.CONFIG if isinstance(e, ConfigError) else ExitCode.KAFKA
-                log.error("connector_stopped", reason=str(e), exit_code=int(code))
-                self._fail(e, code)
+                self._stopped_at_start(
+                    e, ExitCode.CONFIG if isinstance(e, ConfigError) else ExitCode.KAFKA
+                )
                 return False
             self.health.set_kafka_problem(None)
             return True

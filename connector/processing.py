@@ -124,11 +124,9 @@ def schema_lookup(settings: Settings) -> SchemaLookup | None:
     return SchemaLookup(settings.schema_registry)
 
 
-def build_pipelines(
-    settings: Settings, registry: SchemaLookup | None = None
-) -> dict[str, TopicPipeline]:
-    """Decoders and transforms for every topic; raises ConfigError naming every key to fix."""
-    registry = registry or schema_lookup(settings)
+def build_pipelines(settings: Settings, registry: SchemaLookup | None) -> dict[str, TopicPipeline]:
+    """Decoders and transforms for every topic (``registry``: :func:`schema_lookup`'s); raises
+    ConfigError naming every key to fix."""
     pipes = {}
     problems: list[tuple[str, str]] = []
     for i, topic in enumerate(settings.topics):

@@ -23,7 +23,7 @@ from connector.config import (
     interpolate,
 )
 from connector.errors import ConfigError
-from connector.processing import build_pipelines
+from connector.processing import build_pipelines, schema_lookup
 from connector.safeyaml import load_yaml
 
 Problem = tuple[str, str]
@@ -83,7 +83,7 @@ def each_topic_problems(raw: Any, base_dir: Path, environ: Mapping[str, str]) ->
         except PydanticValidationError:
             continue  # its shape errors are reported with the whole configuration's
         try:
-            build_pipelines(settings)
+            build_pipelines(settings, schema_lookup(settings))
         except ConfigError as e:
             problems.extend((_at_index(path, i), message) for path, message in e.problems)
     return problems

@@ -107,6 +107,16 @@ def _secret_forms(user: str, password: str) -> list[str]:
     return [password, base64.b64encode(pair).decode(), base64.b64encode(pair).decode().rstrip("=")]
 
 
+def _nothing_sent_or_committed(
+    broker: LocalBroker, sandbox: SandboxProcess, group: str, topic: str, ends: Any
+) -> None:
+    """No user reached the sandbox and the group committed no offset on any partition."""
+    assert sandbox.admin("GET", "users") == {}
+    committed = committed_offsets(broker.bootstrap, group, topic)
+    assert set(committed) == set(ends)
+    assert all(offset < 0 for offset in committed.values()), committed
+
+
 def test_records_arrive_through_a_schema_registry_that_requires_basic_auth(
     broker: LocalBroker,
     auth_registry: BackgroundApp,
@@ -163,10 +173,7 @@ def test_wrong_registry_credentials_stop_the_connector_without_commits_or_leaks(
     log = proc.log()
     assert not [s for s in _secret_forms(SR_USER, WRONG_PASSWORD) if s in log]
 
-    assert sandbox.admin("GET", "users") == {}
-    committed = committed_offsets(broker.bootstrap, group, topic)
-    assert set(committed) == set(ends)
-    assert all(offset < 0 for offset in committed.values()), committed
+    _nothing_sent_or_committed(broker, sandbox, group, topic, ends)
 
 
 def test_a_registry_property_the_client_refuses_stops_run_with_exit_2_and_reads_nothing(
@@ -192,10 +199,7 @@ def test_a_registry_property_the_client_refuses_stops_run_with_exit_2_and_reads_
     assert stopped["exit_code"] == ExitCode.CONFIG
     assert "basic.auth.user.inf" in stopped["reason"]
     assert not [s for s in _secret_forms(SR_USER, SR_PASSWORD) if s in proc.log()]
-    assert sandbox.admin("GET", "users") == {}
-    committed = committed_offsets(broker.bootstrap, group, topic)
-    assert all(offset < 0 for offset in committed.values()), committed
-    assert set(committed) == set(ends)
+    _nothing_sent_or_committed(broker, sandbox, group, topic, ends)
 
 
 def test_credentials_in_the_moengage_url_stop_run_before_anything_prints_them(
